@@ -350,7 +350,9 @@ class MyGPTBlock(GradientCheckpointingLayer):
         """hidden_states: (B, T, C) -> (B, T, C), and the attention weights (B, nh, T, S) or None."""
         residual = hidden_states
         if self.pre_norm:
-            attn_output, weights = self.attn(self.ln_1(hidden_states), attention_mask, position_embeddings, cache, **kwargs)
+            attn_output, weights = self.attn(
+                self.ln_1(hidden_states), attention_mask, position_embeddings, cache, **kwargs
+            )
             hidden_states = residual + attn_output
             residual = hidden_states
             hidden_states = residual + self.mlp(self.ln_2(hidden_states))
@@ -475,7 +477,7 @@ class MyGPTModel(MyGPTPreTrainedModel):
             raise ValueError("give exactly one of input_ids (B, T) or inputs_embeds (B, T, C)")
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)  # (B, T, C)
-        B, T, _ = inputs_embeds.shape
+        T = inputs_embeds.shape[1]
 
         if use_cache and cache is None:
             cache = DynamicCache(config=config)

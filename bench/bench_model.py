@@ -43,7 +43,10 @@ class Row:
 
     @property
     def label(self) -> str:
-        return f"{self.n_layer}L/{self.n_head}H/{self.n_embd}, ctx {self.block_size}, batch {self.batch_size}, V {self.vocab_size}"
+        return (
+            f"{self.n_layer}L/{self.n_head}H/{self.n_embd}, ctx {self.block_size}, "
+            f"batch {self.batch_size}, V {self.vocab_size}"
+        )
 
 
 ROWS = [Row(4, 4, 128, 64, 12, 65), Row(6, 6, 384, 256, 8, 65), Row(4, 4, 256, 256, 8, 16384)]

@@ -197,7 +197,8 @@ def test_eager_attention_is_the_written_out_formula() -> None:
 def test_cached_generation_equals_full_recompute(position_embedding: str) -> None:
     model = tiny_model(position_embedding=position_embedding, n_kv_head=2)
     prompt = random_ids(2, 6)
-    kwargs = dict(max_new_tokens=15, do_sample=False, pad_token_id=0, output_scores=True, return_dict_in_generate=True)
+    kwargs = dict(max_new_tokens=15, do_sample=False, pad_token_id=0, output_scores=True)
+    kwargs["return_dict_in_generate"] = True
     cached = model.generate(prompt, use_cache=True, **kwargs)
     uncached = model.generate(prompt, use_cache=False, **kwargs)
     assert torch.equal(cached.sequences, uncached.sequences)
@@ -225,7 +226,8 @@ def test_left_padded_row_equals_unpadded_row(position_embedding: str, backend: s
     short, long = random_ids(1, 5, seed=3), random_ids(1, 9, seed=4)
     batch = torch.cat([torch.cat([torch.zeros(1, 4, dtype=torch.long), short], dim=1), long])
     mask = torch.cat([torch.cat([torch.zeros(1, 4), torch.ones(1, 5)], dim=1), torch.ones(1, 9)]).long()
-    kwargs = dict(max_new_tokens=10, do_sample=False, pad_token_id=0, output_scores=True, return_dict_in_generate=True)
+    kwargs = dict(max_new_tokens=10, do_sample=False, pad_token_id=0, output_scores=True)
+    kwargs["return_dict_in_generate"] = True
     batched = model.generate(batch, attention_mask=mask, **kwargs)
     alone = model.generate(short, **kwargs)
     assert torch.equal(batched.sequences[0, 4:], alone.sequences[0])
