@@ -25,7 +25,8 @@ the predicted one inside its window, the start token included), so overlapping w
 from __future__ import annotations
 
 import logging
-import math
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -46,6 +47,9 @@ __all__ = [
     "score_token_ids",
     "score_text",
     "score_texts",
+    "ModelNotAvailableError",
+    "hub_reachable",
+    "load_causal_lm",
 ]
 
 # Upper bound on the float32 logits held at once (batch * window * vocab): 2**25 elements = 128 MiB per copy.
@@ -368,3 +372,88 @@ def score_texts(
         total.add(score)
     return total
 
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading any causal LM by folder or Hub id
+# --------------------------------------------------------------------------------------------------
+
+
+class ModelNotAvailableError(ValueError):
+    """A model named on the command line cannot be loaded; the message says why and what would work."""
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers at all: ``False`` in offline mode or when its host cannot be reached.
+
+    A quick socket check, so that an offline machine learns it in seconds rather than after the
+    Hub client's retries.
+    """
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    trust_remote_code: bool | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.nn.Module, Any]:
+    """Load ``(model, tokenizer)`` from a local folder (a MyGPT run, any saved ``AutoModelForCausalLM``) or a Hub id.
+
+    Args:
+        name_or_path: a folder holding ``config.json`` and a tokenizer, or a Hub id such as ``gpt2``.
+        trust_remote_code: run the modeling code saved with the model. Default: yes for local folders (your
+            own files; MyGPT folders carry their code), no for Hub ids (someone else's code).
+        device, dtype: where and in what precision to put the weights (float32 keeps scores comparable).
+
+    Raises:
+        ModelNotAvailableError: a folder without a model, or a name that is neither a folder nor reachable on
+            the Hub (the message says the Hub cannot be reached when that is the reason).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:  # registers "mygpt" in-process, so MyGPT folders load even without their code files
+        import modeling_mygpt  # noqa: F401
+    except ImportError:
+        pass
+    is_folder = os.path.isdir(name_or_path)
+    if is_folder and not os.path.isfile(os.path.join(name_or_path, "config.json")):
+        raise ModelNotAvailableError(
+            f"{name_or_path} is a folder but holds no model (no config.json): give a folder written by "
+            "save_pretrained (e.g. a finished train_hf.py run) or a Hub id"
+        )
+    if trust_remote_code is None:
+        trust_remote_code = is_folder
+    offline = not is_folder and not hub_reachable()
+    kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": offline}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if is_folder:
+            raise ModelNotAvailableError(f"cannot load the model in {name_or_path}: {reason}") from None
+        if offline:
+            raise ModelNotAvailableError(
+                f"cannot load model {name_or_path!r}: there is no local folder of that name, it is not in the "
+                "local Hugging Face cache, and the Hugging Face Hub cannot be reached (offline). Give the path of "
+                "a saved model folder instead, or run where huggingface.co is reachable."
+            ) from None
+        raise ModelNotAvailableError(
+            f"cannot load model {name_or_path!r}: no local folder of that name, and the Hub says: {reason}"
+        ) from None
+    model.to(device)
+    model.eval()
+    return model, tokenizer

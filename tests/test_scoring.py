@@ -241,3 +241,38 @@ def test_a_window_longer_than_the_model_context_is_a_clear_error(model, tokenize
 def test_scores_with_different_windows_cannot_be_added():
     with pytest.raises(ValueError, match="window/stride"):
         TextScore(window=8, stride=4).add(TextScore(window=16, stride=8))
+
+
+# ---------------------------------------------------------------- the evaluate module and the loader
+
+
+def test_sliding_window_perplexity_module_gives_score_texts_result(model, tokenizer, tmp_path):
+    from mygpt.metrics import load_metric
+
+    texts = [CORPUS[:300], CORPUS[300:500]]
+    expected = score_texts(model, tokenizer, texts, window=16, stride=8).to_dict()
+    metric = load_metric("sliding_window_perplexity")
+    assert metric.compute(predictions=texts, model=model, tokenizer=tokenizer, window=16, stride=8) == expected
+    # The same through a saved folder, loaded by id.
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    by_path = metric.compute(predictions=texts, model_id=str(tmp_path), window=16, stride=8)
+    assert by_path["total_nats"] == pytest.approx(expected["total_nats"], rel=1e-6)
+    assert by_path["n_tokens"] == expected["n_tokens"]
+
+
+def test_an_unreachable_hub_id_is_a_clear_error(monkeypatch):
+    from huggingface_hub import constants
+
+    from mygpt.scoring import ModelNotAvailableError, load_causal_lm
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelNotAvailableError, match=r"'no-such-org/no-such-model'.*Hub cannot be reached"):
+        load_causal_lm("no-such-org/no-such-model")
+
+
+def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
+    from mygpt.scoring import ModelNotAvailableError, load_causal_lm
+
+    with pytest.raises(ModelNotAvailableError, match="holds no model"):
+        load_causal_lm(str(tmp_path))

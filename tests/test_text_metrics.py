@@ -156,3 +156,59 @@ def test_sentence_bleu_agrees_with_nltk_method2_on_texts_of_at_least_max_n_words
 def test_diversity_metrics_reject_bad_input_with_a_clear_message(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# ---------------------------------------------------------------- the evaluate modules in mygpt/metrics
+
+GENERATIONS = [
+    "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer",
+    "To be, or not to be; the slings and arrows, the slings and arrows of outrageous fortune",
+    "Now is the winter of our discontent made glorious summer by this sun of York",
+    "O Romeo, Romeo, wherefore art thou Romeo? Deny thy father and refuse thy name",
+]
+
+
+def test_every_metric_folder_loads_offline_with_evaluate_load():
+    from mygpt.metrics import METRIC_NAMES, METRICS_DIR, load_metric
+
+    found = sorted(p.name for p in METRICS_DIR.iterdir() if (p / f"{p.name}.py").is_file())
+    assert found == sorted(METRIC_NAMES)
+    for name in METRIC_NAMES:
+        assert load_metric(name).name == name
+
+
+def test_an_unknown_metric_name_is_a_clear_error():
+    from mygpt.metrics import metric_path
+
+    with pytest.raises(ValueError, match="unknown metric 'bleu'.*self_bleu"):
+        metric_path("bleu")
+
+
+def test_evaluate_modules_give_the_plain_functions_results():
+    from mygpt.metrics import load_metric
+
+    assert load_metric("self_bleu").compute(predictions=GENERATIONS) == {"self_bleu": self_bleu(GENERATIONS)}
+    assert load_metric("self_bleu").compute(predictions=GENERATIONS, max_n=2) == {
+        "self_bleu": self_bleu(GENERATIONS, max_n=2)
+    }
+    assert load_metric("distinct_n").compute(predictions=GENERATIONS, n=[1, 2, 3]) == {
+        f"distinct_{n}": distinct_n(GENERATIONS, n) for n in (1, 2, 3)
+    }
+    assert load_metric("repeated_ngram_rate").compute(predictions=GENERATIONS, n=2) == {
+        "repeated_2gram_rate": repeated_ngram_rate(GENERATIONS, 2)
+    }
+    rows = {"total_nats": [100.0, 250.5], "n_tokens": [40, 90], "n_chars": [160, 400], "n_bytes": [170, 400]}
+    result = load_metric("bits_per_byte").compute(**rows)
+    assert result["bits_per_byte"] == bits_per_byte(350.5, 570)
+    assert result["bits_per_char"] == bits_per_char(350.5, 560)
+    assert result["perplexity"] == perplexity(350.5, 130)
+    assert (result["n_tokens"], result["n_chars"], result["n_bytes"]) == (130, 560, 570)
+
+
+def test_evaluate_modules_agree_with_hand_computed_values():
+    from mygpt.metrics import load_metric
+
+    assert load_metric("self_bleu").compute(predictions=["the cat sat on the mat"] * 3)["self_bleu"] == pytest.approx(1.0)
+    assert load_metric("distinct_n").compute(predictions=["the cat sat on the mat"], n=1)["distinct_1"] == pytest.approx(5 / 6)
+    bpb = load_metric("bits_per_byte").compute(total_nats=[8 * LN2], n_tokens=[2], n_chars=[8], n_bytes=[8])
+    assert bpb["bits_per_byte"] == pytest.approx(1.0)
