@@ -1,0 +1,149 @@
+"""Attention weights: extract them for every layer and head, show them with bertviz in a notebook, or draw
+them as static PNG grids (layers × heads) with the tokens on the axes.
+
+Row ``i`` of a head's (T, T) matrix is what token ``i`` (the query) reads: how its attention is shared
+among tokens ``0..i`` (the keys). The model is causal, so everything above the diagonal is zero.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .core import Encoded, check_heads, check_layers, context_length, display_token, encode, stacked_attentions
+from .plotting import plt, save_figure
+
+
+@dataclass
+class TextAttention:
+    """The attention weights of every layer and head over one text."""
+
+    encoded: Encoded
+    attentions: torch.Tensor  # (n_layer, nh, T, T)
+
+    @property
+    def tokens(self) -> list[str]:
+        return self.encoded.tokens
+
+
+def attention_for_text(model: torch.nn.Module, tokenizer, text: str) -> TextAttention:
+    """Run ``text`` through ``model`` with eager attention and keep every layer's weights.
+
+    Raises ``ValueError`` when the text is empty or longer than the model's context.
+    """
+    encoded = encode(tokenizer, text, max_length=context_length(model))
+    attentions = stacked_attentions(model, encoded.input_ids)  # (L, nh, T, T)
+    if attentions.shape[-1] != len(encoded):
+        raise RuntimeError(f"attention covers {attentions.shape[-1]} positions but the text has {len(encoded)} tokens")
+    return TextAttention(encoded=encoded, attentions=attentions)
+
+
+def _bertviz_inputs(model, tokenizer, text: str) -> tuple[list[torch.Tensor], list[str]]:
+    found = attention_for_text(model, tokenizer, text)
+    # bertviz wants one (1, nh, T, T) tensor per layer and plain token strings.
+    per_layer = [layer.unsqueeze(0) for layer in found.attentions]
+    return per_layer, [display_token(t) for t in found.tokens]
+
+
+def head_view(model, tokenizer, text: str, layer: int | None = None, heads: Sequence[int] | None = None,
+              html_action: str = "view"):
+    """bertviz's head view of ``text`` in one call (needs a network in the browser: bertviz loads its
+    scripts from a CDN; for an offline page use :func:`mygpt.analysis.viewer.write_attention_html`)."""
+    from bertviz import head_view as bertviz_head_view
+
+    if layer is not None:
+        check_layers([layer], model.config.n_layer)
+    if heads is not None:
+        check_heads(heads, model.config.n_head)
+    attention, tokens = _bertviz_inputs(model, tokenizer, text)
+    return bertviz_head_view(attention, tokens, layer=layer, heads=list(heads) if heads else None,
+                             prettify_tokens=False, html_action=html_action)
+
+
+def model_view(model, tokenizer, text: str, include_layers: Sequence[int] | None = None,
+               include_heads: Sequence[int] | None = None, html_action: str = "view"):
+    """bertviz's model view (every layer × head as thumbnails) of ``text`` in one call."""
+    from bertviz import model_view as bertviz_model_view
+
+    layers = check_layers(include_layers, model.config.n_layer) if include_layers is not None else None
+    heads = check_heads(include_heads, model.config.n_head) if include_heads is not None else None
+    attention, tokens = _bertviz_inputs(model, tokenizer, text)
+    return bertviz_model_view(attention, tokens, include_layers=layers, include_heads=heads,
+                              prettify_tokens=False, html_action=html_action)
+
+
+def _fits(cell_inches: float, n: int) -> float:
+    """The font size (points) at which ``n`` labels fit along ``cell_inches``."""
+    return float(np.clip(0.75 * cell_inches * 72 / max(n, 1), 2.5, 9.0))
+
+
+def _draw_head(ax, weights: np.ndarray, tokens: list[str], xlabels: bool, ylabels: bool, title: str,
+               size: float) -> None:
+    n = len(tokens)
+    ax.imshow(weights, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks(range(n), labels=tokens if xlabels else [], rotation=90, fontsize=size)
+    ax.set_yticks(range(n), labels=tokens if ylabels else [], fontsize=size)
+    ax.tick_params(length=0)
+    ax.set_title(title, fontsize=9)
+
+
+def plot_attention_grid(attentions: torch.Tensor, tokens: Sequence[str], path: str,
+                        layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
+                        title: str = "Attention: rows are queries (reading), columns are keys (read)") -> str:
+    """Draw chosen layers × heads of ``attentions`` (L, nh, T, T) as a grid of heatmaps and save a PNG.
+
+    Queries run down each square, keys across; tokens label the left column and the bottom row.
+    """
+    n_layer, n_head, t_q, t_k = attentions.shape
+    if t_q != len(tokens) or t_k != len(tokens):
+        raise ValueError(f"attention is {t_q}×{t_k} but {len(tokens)} tokens were given")
+    layers = check_layers(layers, n_layer)
+    heads = check_heads(heads, n_head)
+    labels = [display_token(t) for t in tokens]
+    cell = float(np.clip(0.06 * len(tokens), 1.8, 4.0))  # inches per square: room for the token labels
+    fig, axes = plt.subplots(len(layers), len(heads), figsize=(cell * len(heads) + 1, cell * len(layers) + 1),
+                             squeeze=False, layout="constrained")
+    weights = attentions.float().numpy()
+    for r, layer in enumerate(layers):
+        for c, head in enumerate(heads):
+            _draw_head(axes[r][c], weights[layer, head], labels, xlabels=r == len(layers) - 1, ylabels=c == 0,
+                       title=f"layer {layer} head {head}", size=_fits(cell, len(tokens)))
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_layer(attentions: torch.Tensor, tokens: Sequence[str], layer: int, path: str) -> str:
+    """One layer's heads side by side, every square with the tokens on both axes (for reading token by token)."""
+    n_layer, n_head = attentions.shape[:2]
+    (layer,) = check_layers([layer], n_layer)
+    labels = [display_token(t) for t in tokens]
+    cols = min(n_head, 4 if len(tokens) <= 40 else 2)
+    rows = math.ceil(n_head / cols)
+    cell = float(np.clip(0.1 * len(tokens), 3.0, 10.0))  # ~7 pt per token label up to 100 tokens
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + 0.6), squeeze=False, layout="constrained")
+    weights = attentions.float().numpy()
+    for head in range(rows * cols):
+        ax = axes[head // cols][head % cols]
+        if head >= n_head:
+            ax.axis("off")
+            continue
+        _draw_head(ax, weights[layer, head], labels, xlabels=True, ylabels=True, title=f"head {head}",
+                   size=_fits(cell, len(tokens)))
+    fig.suptitle(f"Layer {layer}: attention of each head (rows: query token, columns: key token)")
+    return save_figure(fig, path)
+
+
+def save_attention_figures(found: TextAttention, output_dir: str, layers: Sequence[int] | None = None) -> list[str]:
+    """The grid of every chosen layer × head plus one detailed figure per layer; returns the PNG paths."""
+    layers = check_layers(layers, found.attentions.shape[0])
+    paths = [plot_attention_grid(found.attentions, found.tokens, os.path.join(output_dir, "attention_grid.png"),
+                                 layers=layers)]
+    for layer in layers:
+        paths.append(plot_layer(found.attentions, found.tokens, layer,
+                                os.path.join(output_dir, f"attention_layer{layer}.png")))
+    return paths

@@ -1,0 +1,200 @@
+"""Run every analysis on one model and write a folder a learner can browse: PNG figures, the offline attention
+viewer, CSV/Markdown tables, ``summary.json`` with the numbers and ``README.md`` that ties them together.
+
+The folder is built under a temporary name and renamed at the end, so a failed run never leaves a half-written
+report where a finished one is expected (and an earlier report is only replaced by a complete one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .ablation import head_ablation, save_ablation_report
+from .attention import attention_for_text, save_attention_figures
+from .core import check_layers, context_length, encode, encode_corpus
+from .embeddings import save_embedding_report
+from .heads import HEAD_TYPE_SENTENCES, SCORE_NAMES, head_scores, save_head_report
+from .lens import logit_lens, save_lens_report
+from .plotting import current_umask, write_text
+from .probes import PROPERTY_TITLES, run_probes, save_probe_report
+from .viewer import write_attention_html
+
+logger = logging.getLogger(__name__)
+
+ANALYSES = ("attention", "viewer", "heads", "ablation", "embeddings", "lens", "probes")
+DEFAULT_WORDS = ("king", "thee", "love", "Romeo")
+
+
+@contextlib.contextmanager
+def staged_directory(output_dir: str) -> Iterator[str]:
+    """Yield an empty sibling folder; on success it replaces ``output_dir``, on failure it is removed."""
+    target = os.path.abspath(output_dir)
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = None
+    if os.path.exists(target):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=parent)
+        os.replace(target, os.path.join(old, "previous"))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private; a report is meant to be shared
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_analyses(analyses: Sequence[str]) -> list[str]:
+    unknown = [a for a in analyses if a not in ANALYSES]
+    if unknown or not analyses:
+        raise ValueError(f"unknown analyses {unknown}: choose from {', '.join(ANALYSES)}")
+    return [a for a in ANALYSES if a in analyses]
+
+
+def _relative(paths: list[str], folder: str) -> list[str]:
+    return [os.path.relpath(p, folder) for p in paths]
+
+
+def run_analyses(model: torch.nn.Module, tokenizer, text: str, output_dir: str, eval_text: str | None = None,
+                 analyses: Sequence[str] = ANALYSES, layers: Sequence[int] | None = None,
+                 words: Sequence[str] = DEFAULT_WORDS, embedding_tokens: int = 2000,
+                 projections: Sequence[str] = ("umap", "tsne"), eval_max_tokens: int = 8192, seed: int = 0,
+                 model_name: str = "model") -> dict:
+    """Analyse ``model`` on ``text`` (attention, heads, lens; at most the model's context) and ``eval_text``
+    (ablation losses, probes and token frequencies; any length, cut to ``eval_max_tokens``; ``text`` when None).
+
+    Everything is checked before any work starts: an empty or too long text, an unknown analysis or a layer
+    the model does not have raises ``ValueError``. Returns the summary also written to ``summary.json``.
+    """
+    analyses = _check_analyses(analyses)
+    encoded = encode(tokenizer, text, max_length=context_length(model))
+    layers = check_layers(layers, model.config.n_layer)
+    bad_projections = [p for p in projections if p not in ("umap", "tsne")]
+    if bad_projections:
+        raise ValueError(f"unknown projections {bad_projections}: choose from umap, tsne")
+    if eval_max_tokens < 2:
+        raise ValueError(f"eval_max_tokens must be at least 2, got {eval_max_tokens}")
+    reference = encode_corpus(tokenizer, eval_text) if eval_text is not None else encoded
+    if len(reference) > eval_max_tokens:
+        reference = encode_corpus(tokenizer, _cut_text(reference, eval_max_tokens))
+
+    summary: dict = {"model": model_name, "n_layer": model.config.n_layer, "n_head": model.config.n_head,
+                     "text_tokens": len(encoded), "eval_tokens": len(reference),
+                     "eval_source": "eval_text" if eval_text is not None else "text", "files": {}}
+    with staged_directory(output_dir) as folder:
+        if "attention" in analyses or "viewer" in analyses:
+            found = attention_for_text(model, tokenizer, text)
+            if "attention" in analyses:
+                summary["files"]["attention"] = _relative(save_attention_figures(found, folder, layers), folder)
+            if "viewer" in analyses:
+                path = write_attention_html(found.attentions, found.tokens, os.path.join(folder, "attention.html"),
+                                            title=f"Attention of {model_name}")
+                summary["files"]["viewer"] = _relative([path], folder)
+        if "heads" in analyses:
+            scores = head_scores(model, tokenizer, text, seed=seed)
+            summary["files"]["heads"] = _relative(save_head_report(scores, folder), folder)
+            summary["heads"] = {"table": scores.table(), "repeat_loss_first": scores.repeat_loss_first,
+                                "repeat_loss_second": scores.repeat_loss_second, "threshold": scores.threshold}
+        if "ablation" in analyses:
+            ablation = head_ablation(model, reference.input_ids)
+            summary["files"]["ablation"] = _relative(save_ablation_report(ablation, folder), folder)
+            summary["ablation"] = {"base_loss": ablation.base_loss, "delta": ablation.delta.tolist(),
+                                   "ranking": ablation.ranking()}
+        if "embeddings" in analyses:
+            report = save_embedding_report(model, tokenizer, reference.input_ids, folder, words=words,
+                                           max_tokens=embedding_tokens, methods=projections, seed=seed)
+            summary["files"]["embeddings"] = _relative(report.paths, folder)
+            summary["embeddings"] = {"neighbours": report.neighbours, "categories": report.category_counts,
+                                     "positions": report.position_note}
+        if "lens" in analyses:
+            lens = logit_lens(model, tokenizer, text)
+            summary["files"]["lens"] = _relative(save_lens_report(lens, tokenizer, folder), folder)
+            summary["lens"] = {"mean_next_token_prob": np.nanmean(lens.next_token_prob, axis=1).tolist(),
+                               "layers": lens.layer_names}
+        if "probes" in analyses:
+            probes = run_probes(model, reference, seed=seed)
+            summary["files"]["probes"] = _relative(save_probe_report(probes, folder), folder)
+            summary["probes"] = {
+                "n_train": probes.n_train, "n_test": probes.n_test, "skipped": probes.skipped,
+                "positives": probes.positives, "majority": probes.majority,
+                **{key: {n: v.tolist() for n, v in getattr(probes, key).items()}
+                   for key in ("accuracy", "balanced_accuracy", "random_accuracy", "random_balanced_accuracy")},
+            }
+        write_text(os.path.join(folder, "summary.json"), json.dumps(_json_safe(summary), indent=2) + "\n")
+        write_text(os.path.join(folder, "README.md"), readme(summary))
+    return summary
+
+
+def _json_safe(value):
+    """NaN (a score with nothing to measure) becomes null, so summary.json is valid JSON."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _cut_text(encoded, max_tokens: int) -> str:
+    """The prefix of the encoded text that holds its first ``max_tokens`` tokens."""
+    return encoded.text[: encoded.spans[max_tokens - 1][1]]
+
+
+def readme(summary: dict) -> str:
+    """The index page of the report: every figure in reading order with what it shows."""
+    files = summary["files"]
+    lines = [f"# What {summary['model']} has learned", "",
+             f"{summary['n_layer']} layers × {summary['n_head']} heads. The text has {summary['text_tokens']} "
+             f"tokens; ablation, probes and token frequencies use {summary['eval_tokens']} tokens of the "
+             f"{'evaluation text' if summary['eval_source'] == 'eval_text' else 'text itself'}.", ""]
+    if "attention" in files:
+        lines += ["## Attention", "", "Rows are the tokens that read (queries), columns the tokens read (keys).", ""]
+        lines += [f"![{f}]({f})" for f in files["attention"]] + [""]
+    if "viewer" in files:
+        lines += [f"Interactive view, works offline: [{files['viewer'][0]}]({files['viewer'][0]})", ""]
+    if "heads" in summary:
+        heads = summary["heads"]
+        lines += ["## Head types", "", f"Random tokens shown twice: next-token loss {heads['repeat_loss_first']:.3f} "
+                  f"on the first copy, {heads['repeat_loss_second']:.3f} on the repeat. Table: [heads.md](heads.md).", ""]
+        for name in SCORE_NAMES:
+            best = max(heads["table"], key=lambda row: -1 if np.isnan(row[name]) else row[name])
+            lines.append(f"- **{name}** (strongest: layer {best['layer']} head {best['head']}, "
+                         f"{best[name]:.2f}): {HEAD_TYPE_SENTENCES[name]}")
+        lines += [""] + [f"![heads_{n}](heads_{n}.png)" for n in SCORE_NAMES] + [""]
+    if "ablation" in summary:
+        top = summary["ablation"]["ranking"][:3]
+        lines += ["## Which heads matter", "", f"Base loss {summary['ablation']['base_loss']:.3f}; zeroing one head "
+                  "raises it most for " + ", ".join(f"L{l}H{h} (+{d:.3f})" for l, h, d in top) + ".", "",
+                  "![ablation](ablation_delta_loss.png)", ""]
+    if "embeddings" in summary:
+        lines += ["## Embeddings", "", f"Positions: {summary['embeddings']['positions']}. "
+                  "Nearest neighbours: [embeddings_neighbours.md](embeddings_neighbours.md).", ""]
+        lines += [f"![{f}]({f})" for f in files["embeddings"] if f.endswith(".png")] + [""]
+    if "lens" in summary:
+        probs = ", ".join(f"{p:.3f}" for p in summary["lens"]["mean_next_token_prob"])
+        lines += ["## Logit lens", "", f"Mean probability of the true next token, layer by layer: {probs}. "
+                  "Table: [logit_lens.md](logit_lens.md).", "", "![logit lens](logit_lens.png)", ""]
+    if "probes" in summary:
+        probes = summary["probes"]
+        lines += ["## Probes", ""]
+        for name, acc in probes["accuracy"].items():
+            lines.append(f"- {PROPERTY_TITLES[name]}: best layer accuracy {max(acc):.3f} (random model "
+                         f"{max(probes['random_accuracy'][name]):.3f}, commoner class {probes['majority'][name]:.3f})")
+        lines += [f"- {name}: not probed, {why}" for name, why in probes["skipped"].items()]
+        if "probes.png" in " ".join(files["probes"]):
+            lines += ["", "![probes](probes.png)"]
+        lines.append("")
+    return "\n".join(lines)
