@@ -86,8 +86,9 @@ def _draw_head(ax, weights: np.ndarray, tokens: list[str], xlabels: bool, ylabel
                size: float) -> None:
     n = len(tokens)
     ax.imshow(weights, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_xticks(range(n), labels=tokens if xlabels else [], rotation=90, fontsize=size)
-    ax.set_yticks(range(n), labels=tokens if ylabels else [], fontsize=size)
+    # Ticks are costly to draw (hundreds per square): make them only where labels are shown.
+    ax.set_xticks(range(n) if xlabels else [], labels=tokens if xlabels else [], rotation=90, fontsize=size)
+    ax.set_yticks(range(n) if ylabels else [], labels=tokens if ylabels else [], fontsize=size)
     ax.tick_params(length=0)
     ax.set_title(title, fontsize=9)
 
@@ -107,7 +108,7 @@ def plot_attention_grid(attentions: torch.Tensor, tokens: Sequence[str], path: s
     labels = [display_token(t) for t in tokens]
     cell = float(np.clip(0.06 * len(tokens), 1.8, 4.0))  # inches per square: room for the token labels
     fig, axes = plt.subplots(len(layers), len(heads), figsize=(cell * len(heads) + 1, cell * len(layers) + 1),
-                             squeeze=False, layout="constrained")
+                             squeeze=False)
     weights = attentions.float().numpy()
     for r, layer in enumerate(layers):
         for c, head in enumerate(heads):
@@ -125,7 +126,7 @@ def plot_layer(attentions: torch.Tensor, tokens: Sequence[str], layer: int, path
     cols = min(n_head, 4 if len(tokens) <= 40 else 2)
     rows = math.ceil(n_head / cols)
     cell = float(np.clip(0.1 * len(tokens), 3.0, 10.0))  # ~7 pt per token label up to 100 tokens
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + 0.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + 0.6), squeeze=False)
     weights = attentions.float().numpy()
     for head in range(rows * cols):
         ax = axes[head // cols][head % cols]

@@ -131,15 +131,18 @@ def _check_ids(input_ids: torch.Tensor, t: int) -> torch.Tensor:
 
 
 def repeated_random_tokens(vocab_size: int, length: int, batch: int, seed: int = 0,
-                           exclude: set[int] | None = None) -> torch.Tensor:
-    """``batch`` sequences of ``length`` distinct random tokens, each followed by itself: (batch, 2*length)."""
+                           exclude: set[int] | None = None, start_token: int | None = None) -> torch.Tensor:
+    """``batch`` sequences of ``length`` distinct random tokens, each followed by itself: (batch, 2*length),
+    or (batch, 1 + 2*length) behind ``start_token`` (as in Olsson et al., so the first random token is not
+    also the first position, where attention sinks look)."""
     allowed = torch.tensor([i for i in range(vocab_size) if i not in (exclude or set())])
     if len(allowed) < length:
         raise ValueError(f"cannot draw {length} distinct tokens from a vocabulary of {len(allowed)}")
     generator = torch.Generator().manual_seed(seed)
     rows = [allowed[torch.randperm(len(allowed), generator=generator)[:length]] for _ in range(batch)]
     first = torch.stack(rows)  # (batch, length)
-    return torch.cat([first, first], dim=1)
+    parts = [first, first] if start_token is None else [torch.full((batch, 1), start_token), first, first]
+    return torch.cat(parts, dim=1)
 
 
 @dataclass
@@ -188,15 +191,17 @@ def head_scores(model: torch.nn.Module, tokenizer, text: str, window: int = 4, r
         "first_token": first_token_score(attention).numpy(),
         "local_window": local_window_score(attention, window).numpy(),
     }
-    length = min(repeat_length, context_length(model) // 2)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     vocab = min(model.config.vocab_size, len(tokenizer))
-    ids = repeated_random_tokens(vocab, length, repeat_batch, seed=seed, exclude=special)
+    start = getattr(tokenizer, "bos_token_id", None)
+    start = start if isinstance(start, int) and 0 <= start < vocab else None
+    length = min(repeat_length, (context_length(model) - (start is not None)) // 2)
+    ids = repeated_random_tokens(vocab, length, repeat_batch, seed=seed, exclude=special, start_token=start)
     repeated = _attentions(model, ids)  # (B, L, nh, 2n, 2n)
     scores["duplicate_token"] = torch.stack(
         [duplicate_token_score(repeated[b], ids[b]) for b in range(len(ids))]).mean(0).numpy()
     scores["induction"] = torch.stack([induction_score(repeated[b], ids[b]) for b in range(len(ids))]).mean(0).numpy()
-    first, second = _half_losses(model, ids, length)
+    first, second = _half_losses(model, ids, length, offset=int(start is not None))
     return HeadScores(scores=scores, threshold=threshold, repeat_loss_first=first, repeat_loss_second=second)
 
 
@@ -206,14 +211,17 @@ def _attentions(model, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _half_losses(model, ids: torch.Tensor, length: int) -> tuple[float, float]:
-    """Mean next-token loss on the first copy (targets 1..n-1) and on the repeat (targets n+1..2n-1; target n
-    follows the end of the first copy, which no earlier context predicts)."""
+def _half_losses(model, ids: torch.Tensor, length: int, offset: int = 0) -> tuple[float, float]:
+    """Mean next-token loss on the first copy (its tokens 2..n) and on the repeat (its tokens 2..n; the repeat's
+    first token follows the end of the first copy, which no earlier context predicts). ``offset`` is 1 when
+    a start token precedes the first copy."""
     logits = forward(model, ids, attentions=False, hidden_states=False).logits.float().cpu()  # (B, 2n, V)
     losses = torch.nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none"
-    ).view(ids.shape[0], -1)  # (B, 2n-1): loss of predicting token t+1
-    return float(losses[:, : length - 1].mean()), float(losses[:, length:].mean())
+    ).view(ids.shape[0], -1)  # (B, T-1): entry t is the loss of predicting token t+1
+    first = losses[:, offset : offset + length - 1]  # targets offset+1 .. offset+n-1
+    second = losses[:, offset + length :]  # targets offset+n+1 .. offset+2n-1
+    return float(first.mean()), float(second.mean())
 
 
 def save_head_report(result: HeadScores, output_dir: str) -> list[str]:
