@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2  # huggingface_hub's HTTP client: its transport errors mean "the Hub cannot be reached"
+import yaml
 from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants
 from huggingface_hub import get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, OIDCError
@@ -169,15 +170,16 @@ def select_files(folder: str | os.PathLike) -> tuple[list[UploadFile], list[Skip
 
 
 def _run_problems(folder: Path) -> list[str]:
-    """A training run of ours that has not finished (``mygpt.run_artifacts.folder_state``) must not be published."""
-    if folder_state(folder) != "unfinished":
-        return []
+    """A training run of ours that has not finished (see ``mygpt.run_artifacts``) must not be published."""
+    # The marker wins even beside a run_summary.json: a finished folder that a new run (e.g. resumed from an
+    # explicit checkpoint) is writing into again holds both, and its top-level weights may change at any moment.
     if (folder / MARKER).exists():
-        return [f"a training run is still in progress here, or was stopped: the {MARKER} marker is present and "
-                f"there is no {SUMMARY} yet (wait for the run to finish, or continue it with "
-                "train_hf.py --resume_from_checkpoint)"]
-    return [f"the folder holds checkpoint-* folders but no {SUMMARY}: its training run did not finish "
-            "(continue it with train_hf.py --resume_from_checkpoint)"]
+        return [f"a training run is in progress here, or was stopped: the {MARKER} marker is present (wait for "
+                f"the run to finish, or continue it with train_hf.py --resume_from_checkpoint)"]
+    if folder_state(folder) == "unfinished":
+        return [f"the folder holds checkpoint-* folders but no {SUMMARY}: its training run did not finish "
+                "(continue it with train_hf.py --resume_from_checkpoint)"]
+    return []
 
 
 def _code_problems(folder: Path, config: dict) -> list[str]:
@@ -256,8 +258,9 @@ def _card_problems(folder: Path) -> list[str]:
                     "it is model_card.md unfilled; the card is filled by train_hf.py at the end of a run"]
     try:
         card = ModelCard(text)
-    except ValueError as error:
-        return [f"README.md's metadata block is not valid YAML: {error}"]
+    except (ValueError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())  # PyYAML's messages span several lines
+        return [f"README.md's metadata block is not valid YAML: {reason}"]
     if not card.data.to_dict():
         return ["README.md has no Hub metadata header (a '---' YAML block with license, language, tags, "
                 "pipeline_tag ...), so the Hub cannot index the model"]
