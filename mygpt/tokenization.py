@@ -31,7 +31,8 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 16384, min_frequ
     """Learns a GPT-2-style byte-level BPE from ``texts``.
 
     The 256 byte symbols are always in the vocabulary, so any string round-trips exactly
-    (``decode(encode(s)) == s``). ``vocab_size`` counts them, the merges and the special tokens.
+    (``decode(encode(s)) == s``). ``vocab_size`` counts them, the merges and the special tokens; it is a maximum,
+    reached unless the text runs out of pairs seen at least ``min_frequency`` times.
     """
     if vocab_size < 256 + 2:
         raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE: it needs at least 258 "
