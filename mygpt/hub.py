@@ -26,8 +26,8 @@ from pathlib import Path
 
 import httpx2  # huggingface_hub's HTTP client: its transport errors mean "the Hub cannot be reached"
 import yaml
-from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants
-from huggingface_hub import get_token
+from huggingface_hub import (CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants,
+                             get_token)
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, OIDCError
 from huggingface_hub.utils import validate_repo_id
 
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 # What a model repository holds, by file name. Anything else in the folder is reported as skipped, so a stray
 # data set or cache never leaves the machine by accident.
 TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "*.tiktoken")
-UPLOADED_SUFFIXES = {
+UPLOADED_SUFFIXES = {  # suffix -> what such a file is in a model repository
     ".safetensors": "weights",
     ".json": "configuration, tokenizer or run summary",
     ".py": "remote code",
@@ -83,7 +83,6 @@ class UploadFile:
     path_in_repo: str
     local_path: Path
     size: int
-    kind: str
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,7 @@ def _classify(relative: str, is_dir: bool) -> str | None:
     if suffix in PICKLE_SUFFIXES:
         return "pickled training state (optimizer, scheduler, RNG, training arguments); weights go as safetensors"
     if suffix not in UPLOADED_SUFFIXES:
-        return f"not a model, tokenizer, code, card or report file (uploaded kinds: {' '.join(sorted(UPLOADED_SUFFIXES))})"
+        return f"not a model, tokenizer, code, card or report file (uploaded: {' '.join(sorted(UPLOADED_SUFFIXES))})"
     return None
 
 
@@ -160,8 +159,7 @@ def select_files(folder: str | os.PathLike) -> tuple[list[UploadFile], list[Skip
             if reason is not None:
                 skipped.append(SkippedFile(relative, reason))
             else:
-                kind = UPLOADED_SUFFIXES[path.suffix.lower()]
-                files.append(UploadFile(relative, path, path.stat().st_size, kind))
+                files.append(UploadFile(relative, path, path.stat().st_size))
     return sorted(files, key=lambda f: f.path_in_repo), sorted(skipped, key=lambda s: s.path)
 
 
@@ -227,7 +225,9 @@ def _weights_problems(folder: Path) -> list[str]:
         except (ValueError, KeyError, AttributeError) as error:
             return [f"model.safetensors.index.json is not a valid shard index ({error})"]
         missing = sorted(s for s in shards if not (folder / s).is_file())
-        return [f"missing weight shard(s) listed in model.safetensors.index.json: {', '.join(missing)}"] if missing else []
+        if missing:
+            return [f"missing weight shard(s) listed in model.safetensors.index.json: {', '.join(missing)}"]
+        return []
     if list(folder.glob("pytorch_model*.bin")):
         return ["the weights are pickles (pytorch_model*.bin) only: save the model again with save_pretrained, "
                 "which writes safetensors (model.safetensors)"]
@@ -252,8 +252,12 @@ def _card_problems(folder: Path) -> list[str]:
         return ["missing model card README.md: a finished train_hf.py run writes it from model_card.md; a card "
                 "states what the model is, its data, results and limits"]
     text = path.read_text(encoding="utf-8", errors="replace")
+    in_code = False
     for number, line in enumerate(text.splitlines(), start=1):
-        if "{{" in line or "{%" in line:
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        # Code blocks are skipped: generated samples sit in them and may contain braces of their own.
+        if not in_code and ("{{" in line or "{%" in line):
             return [f"README.md line {number} still holds a template placeholder ({line.strip()[:60]!r}): "
                     "it is model_card.md unfilled; the card is filled by train_hf.py at the end of a run"]
     try:
@@ -387,7 +391,8 @@ def push_model_folder(
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:
-        raise HubError(f"invalid --repo_id {repo_id!r}: expected 'user/name' or 'organisation/name' ({error})") from None
+        raise HubError(f"invalid --repo_id {repo_id!r}: expected 'user/name' or 'organisation/name' "
+                       f"({error})") from None
     api = HfApi(token=token)
     try:
         repo_id = api.create_repo(repo_id, private=True if private else None, exist_ok=True, repo_type="model").repo_id

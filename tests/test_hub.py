@@ -296,6 +296,18 @@ def test_every_problem_is_reported_at_once(run_dir: Path) -> None:
     assert all(part in str(error.value) for part in ("config.json", "missing tokenizer", "README.md"))
 
 
+def test_braces_inside_the_cards_code_blocks_are_not_taken_for_placeholders(run_dir: Path) -> None:
+    (run_dir / "README.md").write_text(CARD + "\n## Samples\n\n```text\nROMEO: {{ a sample with braces }}\n```\n")
+    assert "README.md" in plan_upload(run_dir).paths_in_repo
+
+
+@pytest.mark.skipif(not (ROOT / "model_card.md").is_file(), reason="model_card.md (train_hf.py's template) not present")
+def test_the_card_template_copied_unfilled_is_refused(run_dir: Path) -> None:
+    shutil.copyfile(ROOT / "model_card.md", run_dir / "README.md")
+    with pytest.raises(ModelFolderError, match="template placeholder"):
+        plan_upload(run_dir)
+
+
 def test_a_gpt2_folder_needs_no_remote_code(run_dir: Path) -> None:
     """transformers knows gpt2, so a GPT2LMHeadModel run (the reference) is publishable without code files."""
     config = json.loads((run_dir / "config.json").read_text())
