@@ -1,0 +1,363 @@
+"""Contracts of generation with our samplers inside ``model.generate``, and of the generate.py command line.
+
+Tiny random-weight models (vocab 100 > transformers' default top_k of 50, so a stray HF warper would show).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import (
+    GPT2LMHeadModel,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    set_seed,
+)
+from transformers.generation.streamers import BaseStreamer
+
+import generate as generate_cli
+from configuration_mygpt import MyGPTConfig
+from generation_mygpt import STRATEGIES, STRATEGY_PRESETS, GreedyProcessor, TopKProcessor, make_sampler
+from modeling_mygpt import MyGPTForCausalLM
+from mygpt.tokenization import train_char_tokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VOCAB = 100
+KNOBS_UNDER_TEST = {  # one setting per strategy, plus a penalty so the repetition processor runs too
+    "greedy": {"repetition_penalty": 1.3},
+    "temperature": {"temperature": 1.4},
+    "top_k": {"top_k": 20, "temperature": 1.2},
+    "top_p": {"top_p": 0.9, "temperature": 1.5},
+    "min_p": {"min_p": 0.05, "temperature": 1.5},
+    "typical": {"typical_p": 0.5},
+}
+
+
+def tiny_config(**overrides) -> MyGPTConfig:
+    settings = dict(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=None,
+                    eos_token_id=None, pad_token_id=None)
+    return MyGPTConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def model() -> MyGPTForCausalLM:
+    torch.manual_seed(0)
+    model = MyGPTForCausalLM(tiny_config()).eval()
+    with torch.no_grad():  # a peakier distribution than the near-uniform default init, so filters bite
+        model.lm_head.weight.mul_(7)  # (tied with wte: scales both)
+    return model
+
+
+@pytest.fixture(scope="module")
+def prompt() -> torch.LongTensor:
+    return torch.randint(0, VOCAB, (1, 6), generator=torch.Generator().manual_seed(1))
+
+
+def test_strategies_under_test_cover_every_strategy():
+    assert set(KNOBS_UNDER_TEST) == set(STRATEGIES)
+
+
+def argmax_decode(model, input_ids: torch.LongTensor, steps: int) -> torch.LongTensor:
+    """Greedy decoding written out: full forward pass each step (no cache), append the argmax."""
+    ids = input_ids
+    with torch.no_grad():
+        for _ in range(steps):
+            next_id = model(input_ids=ids, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
+            ids = torch.cat([ids, next_id], dim=1)
+    return ids
+
+
+def test_greedy_strategy_equals_argmax_decoding_and_transformers_greedy(model, prompt):
+    ours = model.generate(prompt, strategy="greedy", max_new_tokens=30)
+    assert torch.equal(ours, argmax_decode(model, prompt, 30))
+    assert torch.equal(ours, model.generate(prompt, do_sample=False, max_new_tokens=30))
+    gpt2 = model.to_gpt2().eval()  # transformers' own GPT-2 with the same weights
+    assert torch.equal(ours, gpt2.generate(prompt, do_sample=False, max_new_tokens=30))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_same_seed_gives_the_same_tokens_and_another_seed_other_tokens(model, prompt, strategy):
+    def sample(seed: int) -> torch.LongTensor:
+        set_seed(seed)
+        return model.generate(prompt, strategy=strategy, max_new_tokens=24, **KNOBS_UNDER_TEST[strategy])
+
+    first = sample(0)
+    assert torch.equal(first, sample(0))
+    if strategy != "greedy":
+        assert not all(torch.equal(first, sample(seed)) for seed in (1, 2, 3))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategy_is_honoured_with_and_without_the_kv_cache(model, prompt, strategy):
+    knobs = KNOBS_UNDER_TEST[strategy]
+    outputs = {}
+    for use_cache in (True, False):
+        set_seed(7)
+        outputs[use_cache] = model.generate(prompt, strategy=strategy, max_new_tokens=20, use_cache=use_cache,
+                                            return_dict_in_generate=True, output_scores=True, output_logits=True,
+                                            **knobs)
+    assert torch.equal(outputs[True].sequences, outputs[False].sequences)
+
+    # every step: the scores generate sampled from are exactly our chain applied to the model's raw logits,
+    # so no warper of transformers' own (e.g. its default top_k=50) ran besides ours
+    chain = make_sampler(strategy, **knobs)
+    out = outputs[True]
+    for step, (scores, logits) in enumerate(zip(out.scores, out.logits)):
+        prefix = out.sequences[:, : prompt.shape[1] + step]
+        assert torch.equal(scores, chain(prefix, logits.clone()))
+        chosen = out.sequences[:, prompt.shape[1] + step]
+        assert torch.isfinite(scores.gather(-1, chosen[:, None])).all(), "a filtered token was generated"
+    if strategy == "temperature":
+        assert torch.isfinite(out.scores[0]).all(), "temperature alone must keep all 100 tokens"
+
+
+def test_standard_generate_arguments_keep_working(model, prompt):
+    set_seed(0)
+    many = model.generate(prompt, strategy="top_k", top_k=10, max_new_tokens=12, num_return_sequences=3)
+    assert many.shape == (3, prompt.shape[1] + 12)
+    assert len({tuple(row.tolist()) for row in many}) > 1, "three samples came out identical"
+
+    class Collect(BaseStreamer):
+        def __init__(self):
+            self.chunks = []
+
+        def put(self, value):
+            self.chunks.append(value.reshape(-1).tolist())
+
+        def end(self):
+            self.ended = True
+
+    streamer = Collect()
+    set_seed(0)
+    streamed = model.generate(prompt, strategy="top_p", top_p=0.8, max_new_tokens=10, streamer=streamer)
+    assert streamer.ended and sum(streamer.chunks, []) == streamed[0].tolist()
+
+    class StopAfter(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), input_ids.shape[1] >= prompt.shape[1] + 4, dtype=torch.bool)
+
+    stopped = model.generate(prompt, strategy="min_p", max_new_tokens=50,
+                             stopping_criteria=StoppingCriteriaList([StopAfter()]))
+    assert stopped.shape[1] == prompt.shape[1] + 4
+
+    # a logits processor of the caller's runs before ours: forbid token 3 under greedy decoding
+    class Forbid(torch.nn.Module):
+        def __call__(self, input_ids, scores):
+            return scores.index_fill(-1, torch.tensor([3]), -float("inf"))
+
+    banned = model.generate(prompt, strategy="greedy", max_new_tokens=30,
+                            logits_processor=LogitsProcessorList([Forbid()]))
+    assert 3 not in banned[0, prompt.shape[1]:].tolist()
+
+
+def test_generation_stops_at_the_end_of_text_token(model, prompt):
+    greedy = model.generate(prompt, strategy="greedy", max_new_tokens=10)
+    new = greedy[0, prompt.shape[1]:].tolist()
+    eos = new[3]  # declare the 4th greedy token end-of-text: generation must stop where it first appears
+    stopped = model.generate(prompt, strategy="greedy", max_new_tokens=10, eos_token_id=eos, pad_token_id=0)
+    assert torch.equal(stopped, greedy[:, : prompt.shape[1] + new.index(eos) + 1])
+
+
+@pytest.mark.parametrize("knobs", [{}, {"repetition_penalty": 2.0}], ids=["plain", "repetition_penalty"])
+def test_left_padded_batch_gives_each_row_its_unpadded_result(model, knobs):
+    """Greedy keeps randomness out, so each row must equal its prompt decoded alone; the penalty must not
+    count the padding as seen tokens."""
+    def decode_alone(p: torch.LongTensor) -> torch.LongTensor:
+        return model.generate(p[None], strategy="greedy", max_new_tokens=15, **knobs)[0, len(p):]
+
+    # pad with the token the most padded row picks first, one not in its prompt: penalising the padding as
+    # if it were seen would change that choice (the first seed that gives such a prompt)
+    for seed in range(50):
+        gen = torch.Generator().manual_seed(seed)
+        prompts = [torch.randint(1, VOCAB, (n,), generator=gen) for n in (7, 3, 5)]
+        first = model.generate(prompts[1][None], strategy="greedy", max_new_tokens=1, repetition_penalty=2.0)
+        pad = int(first[0, -1])
+        if pad not in prompts[1].tolist():
+            break
+    else:
+        pytest.fail("no prompt found whose first penalised greedy token is new")
+    alone = [decode_alone(p) for p in prompts]
+    width = max(len(p) for p in prompts)
+    input_ids = torch.stack([torch.cat([torch.full((width - len(p),), pad), p]) for p in prompts])  # (3, 7)
+    mask = torch.stack([torch.cat([torch.zeros(width - len(p)), torch.ones(len(p))]) for p in prompts]).long()
+    batch = model.generate(input_ids, attention_mask=mask, strategy="greedy", max_new_tokens=15,
+                           pad_token_id=pad, **knobs)
+    for row, p in enumerate(prompts):
+        assert batch[row, width:].tolist() == alone[row].tolist(), f"row {row} differs"
+
+
+def test_bad_knobs_in_generate_raise_value_error_before_any_work(model, prompt):
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
+        model.generate(prompt, strategy="top_p", top_p=1.5)
+    with pytest.raises(ValueError, match="valid strategies"):
+        model.generate(prompt, strategy="nucleus")
+
+
+def test_generate_without_strategy_is_transformers_generate(model, prompt):
+    set_seed(5)
+    ours = model.generate(prompt, do_sample=True, top_k=7, max_new_tokens=15, return_dict_in_generate=True,
+                          output_scores=True)
+    assert all(torch.isfinite(s).sum().item() == 7 for s in ours.scores)  # HF's TopKLogitsWarper ran
+
+
+def test_our_samplers_drive_transformers_gpt2_too(model, prompt):
+    """strategy_generate_kwargs does not depend on the model class: the CLI uses it with any causal LM."""
+    from generation_mygpt import strategy_generate_kwargs
+
+    gpt2 = model.to_gpt2().eval()
+    for strategy in ("top_p", "typical"):
+        set_seed(11)
+        theirs = gpt2.generate(prompt, **strategy_generate_kwargs(strategy, {"max_new_tokens": 15}))
+        set_seed(11)
+        assert torch.equal(theirs, model.generate(prompt, strategy=strategy, max_new_tokens=15))
+
+
+# --- remote code -------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_strategy_works_from_remote_code_in_a_process_that_cannot_import_the_project(model, tmp_path):
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    assert (folder / "generation_mygpt.py").is_file(), "save_pretrained did not ship the samplers"
+    script = (
+        "import torch, transformers\n"
+        "m = transformers.AutoModelForCausalLM.from_pretrained('model', trust_remote_code=True)\n"
+        "ids = torch.tensor([[1, 2, 3]])\n"
+        "g = m.generate(ids, strategy='greedy', max_new_tokens=5)\n"
+        "transformers.set_seed(0)\n"
+        "s = m.generate(ids, strategy='top_k', top_k=5, max_new_tokens=5)\n"
+        "print(g.tolist(), s.tolist(), type(m).__module__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ids = torch.tensor([[1, 2, 3]])
+    expected_greedy = model.generate(ids, strategy="greedy", max_new_tokens=5).tolist()
+    set_seed(0)
+    expected_sample = model.generate(ids, strategy="top_k", top_k=5, max_new_tokens=5).tolist()
+    assert result.stdout.split("] ")[0] + "]" == str(expected_greedy)
+    assert str(expected_sample) in result.stdout and "transformers_modules" in result.stdout
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+
+TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\nJULIET:\nO Romeo, Romeo!\n" * 3
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    """A saved tiny MyGPT with a character tokenizer."""
+    folder = tmp_path_factory.mktemp("cli") / "model"
+    tokenizer = train_char_tokenizer([TEXT])
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, n_positions=128)
+    MyGPTForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def run_cli(capsys, *argv: str) -> str:
+    generate_cli.main(list(argv))
+    return capsys.readouterr().out
+
+
+def test_cli_continues_the_prompt_and_the_same_seed_gives_the_same_text(model_dir, capsys):
+    argv = ["--model", model_dir, "--prompt", "ROMEO:", "--strategy", "top_p", "--top_p", "0.9",
+            "--temperature", "0.8", "--max_new_tokens", "40", "--seed", "0"]
+    first = run_cli(capsys, *argv)
+    assert first.startswith("ROMEO:") and len(first.strip()) > len("ROMEO:")
+    assert run_cli(capsys, *argv) == first
+    assert run_cli(capsys, *argv[:-1], "1") != first
+
+
+def test_cli_prompt_file_samples_and_yaml_options(model_dir, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("ROMEO:\n\nJULIET:\n")
+    out = run_cli(capsys, "--model", model_dir, "--prompt_file", str(prompts), "--num_return_sequences", "2",
+                  "--max_new_tokens", "10", "--seed", "3", "--strategy", "top_k")
+    assert "#### prompt 1/2" in out and "#### prompt 2/2" in out
+    assert out.count("ROMEO:") == 2 and out.count("JULIET:") == 2  # two samples each
+
+    options = tmp_path / "options.yaml"
+    options.write_text(f"model: {model_dir}\nprompt: 'ROMEO:'\nstrategy: greedy\nmax_new_tokens: 10\n")
+    from_file = run_cli(capsys, str(options))
+    assert from_file == run_cli(capsys, "--model", model_dir, "--prompt", "ROMEO:", "--strategy", "greedy",
+                                "--max_new_tokens", "10")
+
+
+def test_cli_stream_prints_the_same_text_as_without(model_dir, capsys):
+    argv = ["--model", model_dir, "--prompt", "JULIET:", "--max_new_tokens", "20", "--seed", "4"]
+    assert run_cli(capsys, *argv, "--stream").strip() == run_cli(capsys, *argv).strip()
+
+
+def test_cli_compare_runs_every_strategy_from_the_same_seed(model_dir, capsys):
+    out = run_cli(capsys, "--model", model_dir, "--prompt", "ROMEO:", "--compare", "--max_new_tokens", "15",
+                  "--seed", "0", "--top_p", "0.8", "--temperature", "0.9")
+    for strategy in STRATEGIES:
+        assert f"=== {strategy}" in out
+    assert "=== top_p (top_p=0.8, temperature=0.9) ===" in out
+    assert "=== greedy ===" in out  # temperature is not passed to greedy
+    assert f"=== top_k (top_k={STRATEGY_PRESETS['top_k']['top_k']}, temperature=0.9) ===" in out
+    single = run_cli(capsys, "--model", model_dir, "--prompt", "ROMEO:", "--strategy", "top_p", "--top_p", "0.8",
+                     "--temperature", "0.9", "--max_new_tokens", "15", "--seed", "0")
+    assert single.strip() in out
+
+
+def test_cli_works_with_a_transformers_gpt2_folder(model_dir, tmp_path, capsys):
+    gpt2_dir = tmp_path / "gpt2"
+    MyGPTForCausalLM.from_pretrained(model_dir).to_gpt2().save_pretrained(gpt2_dir)
+    from transformers import AutoTokenizer
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(gpt2_dir)
+    argv = ["--prompt", "ROMEO:", "--strategy", "typical", "--max_new_tokens", "12", "--seed", "2"]
+    assert run_cli(capsys, "--model", str(gpt2_dir), *argv) == run_cli(capsys, "--model", model_dir, *argv)
+
+
+BAD_INPUT = [
+    (["--model", "{tmp}", "--prompt", "ROMEO:"], "not a model folder: it has no config.json"),
+    (["--model", "./no/such/folder", "--prompt", "ROMEO:"], "does not exist"),
+    (["--model", "{model}", "--prompt", ""], "--prompt is empty"),
+    (["--model", "{model}", "--prompt", "   "], "--prompt is empty"),
+    (["--model", "{model}"], "exactly one of --prompt TEXT or --prompt_file FILE"),
+    (["--model", "{model}", "--prompt_file", "{tmp}/none.txt"], "does not exist"),
+    (["--model", "{model}", "--prompt", "A", "--top_p", "1.5"], r"top_p must be in (0, 1], got 1.5"),
+    (["--model", "{model}", "--prompt", "A", "--temperature", "0"], "temperature must be in (0, inf), got 0.0"),
+    (["--model", "{model}", "--prompt", "A", "--strategy", "top_k", "--top_k", "0"], "top_k must be an integer >= 1"),
+    (["--model", "{model}", "--prompt", "A", "--compare", "--min_p", "2"], "min_p must be in [0, 1]"),
+    (["--model", "{model}", "--prompt", "A", "--strategy", "greedy", "--temperature", "0.5"], "greedy accepts only"),
+    (["--model", "{model}", "--prompt", "A", "--strategy", "greedy", "--num_return_sequences", "2"], "same text"),
+    (["--model", "{model}", "--prompt", "A", "--max_new_tokens", "0"], "--max_new_tokens must be >= 1"),
+    (["--model", "{model}", "--prompt", "A", "--max_new_tokens", "500"], "exceeds the model's context of 128"),
+    (["--model", "{model}", "--prompt", "A", "--stream", "--num_return_sequences", "2"], "--stream"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_INPUT, ids=[m for _, m in BAD_INPUT])
+def test_cli_bad_input_gets_a_clear_message_and_a_nonzero_exit(model_dir, tmp_path, argv, message):
+    argv = [a.format(tmp=tmp_path, model=model_dir) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        generate_cli.main(argv)
+    assert isinstance(exit_info.value.code, str) and exit_info.value.code.startswith("error: ")
+    assert message in exit_info.value.code
+
+
+def test_cli_argument_errors_exit_with_usage(model_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        generate_cli.main(["--model", model_dir, "--prompt", "A", "--strategy", "beam"])
+    assert exit_info.value.code == 2 and "invalid choice: 'beam'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_as_a_process_prints_the_error_without_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), "--model", str(tmp_path),
+                             "--prompt", "ROMEO:"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1
+    assert "error:" in result.stderr and "no config.json" in result.stderr and "Traceback" not in result.stderr
