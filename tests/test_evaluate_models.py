@@ -1,0 +1,273 @@
+"""Contracts of evaluate_models.py: a complete report from any local causal LMs, clear errors otherwise."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+import evaluate_models
+from mygpt import eval_report
+from test_scoring import train_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PLAY_A = """ACT I. SCENE I. A street.
+
+FIRST CITIZEN:
+Before we proceed any further, hear me speak.
+
+ALL:
+Speak, speak.
+
+FIRST CITIZEN:
+You are all resolved rather to die than to famish?
+
+ALL:
+Resolved. resolved.
+
+FIRST CITIZEN:
+First, you know Caius Marcius is chief enemy to the people.
+Let us kill him, and we'll have corn at our own price.
+Is't a verdict?
+""" * 4
+
+PLAY_B = """ACT II. SCENE II. A hall in the castle.
+
+HAMLET:
+To be, or not to be, that is the question:
+Whether 'tis nobler in the mind to suffer
+The slings and arrows of outrageous fortune,
+Or to take arms against a sea of troubles
+And by opposing end them. To die: to sleep;
+No more; and by a sleep to say we end
+The heart-ache and the thousand natural shocks
+That flesh is heir to.
+""" * 3
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny local models sharing a BPE tokenizer trained here, and two held-out 'plays' as text files."""
+    root = tmp_path_factory.mktemp("compare")
+    tokenizer = train_tokenizer(PLAY_A + PLAY_B, vocab_size=320)
+    torch.manual_seed(0)
+    from configuration_mygpt import MyGPTConfig
+    from modeling_mygpt import MyGPTForCausalLM
+
+    shape = dict(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=0,
+                 eos_token_id=0)
+    models = {"mygpt": MyGPTForCausalLM(MyGPTConfig(**shape)), "gpt2": GPT2LMHeadModel(GPT2Config(**shape))}
+    for name, model in models.items():
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    data = root / "data"
+    data.mkdir()
+    (data / "coriolanus.txt").write_text(PLAY_A, encoding="utf-8")
+    (data / "hamlet.txt").write_text(PLAY_B, encoding="utf-8")
+    return {"root": root, "mygpt": root / "mygpt", "gpt2": root / "gpt2", "data": data}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """The command line in a fresh process, offline, as a user runs it."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "evaluate_models.py"), *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def report(workspace, tmp_path_factory) -> dict:
+    """Run the command once in-process on both tiny models; the tests below read what it wrote."""
+    out = tmp_path_factory.mktemp("report") / "compare"
+    argv = ["--models", str(workspace["mygpt"]), str(workspace["gpt2"]), "--data_files", str(workspace["data"]),
+            "--output_dir", str(out), "--stride", "16", "--num_prompts", "3", "--samples_per_prompt", "2",
+            "--generation_chars", "40"]
+    assert evaluate_models.main(argv) == 0
+    return {"dir": out, "json": json.loads((out / "report.json").read_text()), "md": (out / "report.md").read_text()}
+
+
+@pytest.mark.slow
+def test_the_command_on_two_tiny_local_models_writes_a_complete_report(report, workspace):
+    results = report["json"]
+    assert [m["name"] for m in results["models"]] == [str(workspace["mygpt"]), str(workspace["gpt2"])]
+    assert results["skipped"] == []
+    text_bytes = len(PLAY_A.encode()) + len(PLAY_B.encode())
+    assert results["data"]["bytes"] == text_bytes and results["data"]["documents"] == 2
+    for model in results["models"]:
+        s = model["scores"]
+        assert s["n_bytes"] == text_bytes and s["n_chars"] == len(PLAY_A) + len(PLAY_B)
+        assert s["bits_per_byte"] == pytest.approx(s["total_nats"] / (s["n_bytes"] * math.log(2)))
+        assert s["perplexity"] == pytest.approx(math.exp(s["total_nats"] / s["n_tokens"]))
+        assert s["chars_per_token"] == pytest.approx(s["n_chars"] / s["n_tokens"])
+        assert (s["window"], s["stride"]) == (64, 16)
+        assert len(s["loss_by_position"]["mean_nats"]) == 63
+        assert model["description"]["parameters"] > model["description"]["non_embedding_parameters"] > 0
+        assert model["description"]["context_length"] == 64
+        assert set(model["generation"]["metrics"]) == {"self_bleu", "distinct_1", "distinct_2", "distinct_3",
+                                                       "repeated_4gram_rate"}
+        assert len(model["generation"]["samples"]) == 3
+        assert all(len(s["continuations"]) == 2 for s in model["generation"]["samples"])
+        assert set(model["timing"]) == {"load_seconds", "score_seconds", "generate_seconds"}
+    # Same weights-free shapes and tokenizer: the two models see the same tokens.
+    assert results["models"][0]["scores"]["n_tokens"] == results["models"][1]["scores"]["n_tokens"]
+    assert results["wall_time_seconds"] > 0
+    assert len(results["prompts"]) == 3 and results["reference"] is not None
+
+
+@pytest.mark.slow
+def test_the_report_files_are_all_there_and_readable(report):
+    assert sorted(p.name for p in report["dir"].iterdir()) == sorted(eval_report.REPORT_FILES)
+    for png in ("bits_per_byte.png", "loss_by_position.png"):
+        assert (report["dir"] / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = report["md"]
+    for heading in ("## How to read this", "## Models", "## Information rates", "## Loss by position",
+                    "## Generations from shared prompts", "### Side by side", "## Reproduce"):
+        assert heading in md
+    assert "Sizes differ" in md and "Training data and tokens seen differ" in md
+    assert md.count("**Prompt ") == 3
+    for model in report["json"]["models"]:
+        assert f"{model['scores']['bits_per_byte']:.4f}" in md
+
+
+@pytest.mark.slow
+def test_the_figures_equal_the_scoring_functions_on_the_same_model(report, workspace):
+    """The report's bits per byte is what mygpt.scoring gives for that model and text (nothing re-derived)."""
+    from mygpt.scoring import load_causal_lm, score_texts
+
+    model, tokenizer = load_causal_lm(str(workspace["gpt2"]))
+    expected = score_texts(model, tokenizer, [PLAY_A, PLAY_B], stride=16)
+    got = report["json"]["models"][1]["scores"]
+    assert got["total_nats"] == pytest.approx(expected.total_nats, rel=1e-6)
+    assert got["n_tokens"] == expected.n_tokens
+
+
+def test_an_unreachable_hub_id_is_named_and_skipped_and_the_others_go_on(workspace, tmp_path, capsys):
+    out = tmp_path / "compare"
+    code = evaluate_models.main(["--models", "no-such-org/no-such-model", str(workspace["gpt2"]), "--data_files",
+                                 str(workspace["data"] / "hamlet.txt"), "--output_dir", str(out), "--num_prompts", "1",
+                                 "--generation_chars", "20", "--samples_per_prompt", "1"])
+    assert code == 0
+    stderr = capsys.readouterr().err
+    assert "skipping no-such-org/no-such-model" in stderr
+    assert "Hugging Face Hub cannot be reached" in stderr
+    results = json.loads((out / "report.json").read_text())
+    assert [m["name"] for m in results["models"]] == [str(workspace["gpt2"])]
+    assert results["skipped"][0]["name"] == "no-such-org/no-such-model"
+    assert "no-such-org/no-such-model" in (out / "report.md").read_text()
+
+
+def test_when_no_model_is_left_the_command_exits_non_zero_with_a_plain_message(workspace, tmp_path):
+    result = run_cli("--models", "gpt2", "--data_files", str(workspace["data"]), "--output_dir", str(tmp_path / "r"))
+    assert result.returncode != 0
+    assert "error: none of the models could be evaluated" in result.stderr
+    assert "'gpt2'" in result.stderr and "Hub cannot be reached" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_empty_text_file_is_a_clear_error_and_a_non_zero_exit(workspace, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    result = run_cli("--models", str(workspace["gpt2"]), "--data_files", str(empty), "--output_dir",
+                     str(tmp_path / "r"))
+    assert result.returncode != 0
+    assert "error:" in result.stderr and "empty" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_text_of_only_whitespace_is_a_clear_error(workspace, tmp_path):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("  \n\n \t\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="error: .*blank.txt is empty"):
+        evaluate_models.main(["--models", str(workspace["gpt2"]), "--data_files", str(blank), "--output_dir",
+                              str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()
+
+
+def test_without_a_run_or_data_the_command_says_what_to_pass(workspace, tmp_path):
+    with pytest.raises(SystemExit, match="none of --models is a train_hf.py run.*--data_files or --dataset"):
+        evaluate_models.main(["--models", str(workspace["gpt2"]), "--output_dir", str(tmp_path / "r")])
+
+
+@pytest.mark.parametrize("bad", [["--top_p", "2"], ["--dtype", "float8"], ["--stride", "0"],
+                                 ["--data_files", "x.txt", "--dataset", "y"]])
+def test_bad_arguments_exit_with_usage_and_a_message(bad, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_models.parse_args(["--models", "m", *bad])
+    assert exit_info.value.code == 2
+    assert bad[0] in capsys.readouterr().err
+
+
+def test_arguments_can_come_from_a_yaml_file(tmp_path):
+    config = tmp_path / "compare.yaml"
+    config.write_text("models: [runs/a, gpt2]\nstride: 128\noutput_dir: reports/x\n")
+    args = evaluate_models.parse_args([str(config)])
+    assert (args.models, args.stride, args.output_dir) == (["runs/a", "gpt2"], 128, "reports/x")
+
+
+def test_the_default_text_is_the_test_split_of_the_first_run(workspace, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    summary = {"data": {"source": "shakespeare", "splits": {"test": {"documents": 2, "titles": ["Coriolanus", "Hamlet"]}}}}
+    (run / "run_summary.json").write_text(json.dumps(summary))
+    calls = []
+
+    def fake_heldout_texts(run_dir, split="test"):
+        calls.append((str(run_dir), split))
+        return [PLAY_A, PLAY_B]
+
+    monkeypatch.setattr("mygpt.data.heldout_texts", fake_heldout_texts)
+    args = evaluate_models.parse_args(["--models", str(workspace["gpt2"]), str(run)])
+    texts, titles, info = evaluate_models.load_eval_text(args)
+    assert calls == [(str(run), "test")]
+    assert texts == [PLAY_A, PLAY_B] and titles == ["Coriolanus", "Hamlet"]
+    assert info["description"] == "the test plays of run's corpus"
+
+
+def test_prompts_are_followed_by_the_text_that_really_follows_them():
+    prompts = evaluate_models.pick_prompts([PLAY_A, PLAY_B], 4, prompt_chars=60, generation_chars=50)
+    assert len(prompts) == 4
+    for p in prompts:
+        source = [PLAY_A, PLAY_B][p["document"]]
+        assert p["prompt"] + p["reference"] in source
+        assert 0 < len(p["prompt"]) <= 60 and len(p["reference"]) == 50
+        assert p["reference"][0].isspace()  # prompts end before a space: no word cut in half
+
+
+def test_a_model_trained_on_the_evaluation_documents_is_flagged():
+    models = [{"name": "leaky", "training": {"run": True, "data_source": "shakespeare", "train_titles": ["Hamlet", "Othello"]}},
+              {"name": "clean", "training": {"run": True, "data_source": "shakespeare", "train_titles": ["Othello"]}},
+              {"name": "gpt2", "training": {"run": False}}]
+    data = {"source": "run_split", "corpus_source": "shakespeare", "titles": ["Hamlet", "Macbeth"]}
+    warnings = evaluate_models._leak_warnings(models, data)
+    assert len(warnings) == 1 and "`leaky`" in warnings[0] and "Hamlet" in warnings[0]
+
+
+@pytest.mark.slow
+def test_a_failed_report_write_leaves_no_finished_looking_report(report, tmp_path, monkeypatch):
+    def broken_plot(results, path):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(eval_report, "plot_loss_by_position", broken_plot)
+    out = tmp_path / "compare"
+    with pytest.raises(RuntimeError, match="disk full"):
+        eval_report.write_report(report["json"], out)
+    assert not (out / "report.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # no staging folder left behind either
+
+
+def test_a_held_out_split_with_no_text_is_a_clear_error(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run_summary.json").write_text(json.dumps({"data": {"source": "shakespeare", "splits": {"test": {}}}}))
+    monkeypatch.setattr("mygpt.data.heldout_texts", lambda run_dir, split="test": ["", "  \n"])
+    args = evaluate_models.parse_args(["--models", str(run)])
+    with pytest.raises(ValueError, match=r"the evaluation text \(the test plays of run's corpus\) is empty"):
+        evaluate_models.load_eval_text(args)
