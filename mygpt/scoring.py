@@ -263,9 +263,10 @@ def score_token_ids(
     ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()  # (L,)
     window, stride = resolve_window(model, window, stride)
     windows = sliding_windows(len(ids), window, stride)
-    vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else 1
     if batch_size is None:
-        batch_size = max(1, LOGITS_BUDGET // (window * max(vocab, 1)))
+        output = model.get_output_embeddings()
+        vocab = output.weight.shape[0] if output is not None else getattr(model.config, "vocab_size", 50_000)
+        batch_size = max(1, LOGITS_BUDGET // (window * vocab))
 
     device = next(model.parameters()).device
     was_training = model.training

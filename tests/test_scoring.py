@@ -276,3 +276,16 @@ def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
 
     with pytest.raises(ModelNotAvailableError, match="holds no model"):
         load_causal_lm(str(tmp_path))
+
+
+def test_mygpt_with_gpt2_weights_gets_gpt2s_bits_per_byte(model, tokenizer):
+    """The scoring treats both implementations alike: the same weights give the same figures."""
+    from modeling_mygpt import MyGPTForCausalLM
+
+    mygpt = MyGPTForCausalLM.from_gpt2(model).eval()
+    texts = [CORPUS[:300], CORPUS[300:450]]
+    ours = score_texts(mygpt, tokenizer, texts, window=32, stride=8)
+    reference = score_texts(model, tokenizer, texts, window=32, stride=8)
+    assert ours.n_tokens == reference.n_tokens
+    assert ours.bits_per_byte == pytest.approx(reference.bits_per_byte, rel=1e-5)
+    assert ours.nats_by_position == pytest.approx(reference.nats_by_position, rel=1e-4)
