@@ -132,3 +132,4 @@ def test_display_tokens_make_whitespace_visible():
     assert display_token(" king") == "·king"
     assert display_token("\n") == "↵"
     assert display_token("") == "∅"
+    assert display_token("\x07") == "\\x07"  # a lone control byte has no glyph in any font

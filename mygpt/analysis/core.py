@@ -82,9 +82,15 @@ def check_heads(heads: Sequence[int] | None, n_head: int) -> list[int]:
     return list(heads)
 
 
+_VISIBLE = {"\n": "↵", "\t": "⇥", " ": "·"}
+
+
 def display_token(token: str) -> str:
-    """A token as a label on a plot: whitespace made visible so '\\n' and ' the' can be told apart."""
-    return token.replace("\n", "↵").replace("\t", "⇥").replace(" ", "·") if token else "∅"
+    """A token as a label on a plot: whitespace made visible so '\\n' and ' the' can be told apart, and
+    control characters (single bytes of a byte-level vocabulary) written as escapes."""
+    if not token:
+        return "∅"
+    return "".join(_VISIBLE.get(ch, ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in token)
 
 
 def _token_texts(tokenizer, ids: Sequence[int]) -> list[str]:
@@ -190,26 +196,31 @@ def stacked_attentions(model: torch.nn.Module, input_ids: torch.Tensor) -> torch
     return torch.stack([a[0] for a in out.attentions]).float().cpu()  # (L, nh, T, T)
 
 
-def load_model_and_tokenizer(path: str, device: str = "cpu", eager: bool = True):
+def load_model_and_tokenizer(path: str, device: str = "cpu", eager: bool = False):
     """Load a trained model and its tokenizer from a folder (or a Hub id when online).
 
     Importing ``modeling_mygpt`` registers the "mygpt" model type, so a MyGPT folder loads without remote code;
-    a GPT-2 folder loads as ``GPT2LMHeadModel``.
+    a GPT-2 folder loads as ``GPT2LMHeadModel``. The model keeps its fast attention unless ``eager``: the
+    analyses that need weights switch to eager attention themselves and switch back.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:  # registers "mygpt" with the Auto classes
+    try:  # registers "mygpt" with the Auto classes, so a MyGPT folder needs no remote code
         import modeling_mygpt  # noqa: F401
-    except ImportError:
-        logger.debug("modeling_mygpt is not importable; relying on remote code for MyGPT folders")
 
-    if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
+        remote_code = False
+    except ImportError:
+        logger.info("modeling_mygpt is not importable; MyGPT folders load with their own copy of the code")
+        remote_code = True
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if not os.path.isdir(path) and offline:
         raise FileNotFoundError(f"model folder {path!r} does not exist (and the Hub is offline, so it is not a Hub id)")
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"{path!r} is not a saved model: it has no config.json (expected a save_pretrained folder)")
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, trust_remote_code=True, attn_implementation="eager" if eager else None
+            path, trust_remote_code=remote_code, attn_implementation="eager" if eager else None
         )
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as err:
