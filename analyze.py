@@ -30,8 +30,8 @@ class AnalyzeArguments:
     text_file: str | None = field(default=None, metadata={"help": "Read the text from this file instead."})
     output_dir: str = field(default="reports/analysis", metadata={"help": "Where the report goes (replaced)."})
     eval_file: str | None = field(default=None, metadata={
-        "help": "Held-out text for head ablation losses, probes and token frequencies (default: the text; "
-                "a few thousand tokens give steadier numbers)."})
+        "help": "Held-out text for head ablation losses, probes and token frequencies. Default: the validation "
+                "split of the run that trained --model (rebuilt from its run_summary.json), else the text."})
     eval_max_tokens: int = field(default=8192, metadata={"help": "Use at most this many tokens of eval_file."})
     analyses: list[str] = field(default_factory=lambda: list(ANALYSES), metadata={
         "help": f"Which analyses to run, from: {' '.join(ANALYSES)}."})
@@ -70,12 +70,30 @@ def _read(path: str, what: str) -> str:
         return handle.read()
 
 
+def evaluation_text(args: AnalyzeArguments) -> tuple[str | None, str]:
+    """The held-out text and where it came from: --eval_file, else the validation split of the training run
+    in --model (so ablation losses are validation losses), else None (the analyses then use the text)."""
+    if args.eval_file:
+        return _read(args.eval_file, "--eval_file"), f"--eval_file {args.eval_file}"
+    if os.path.isfile(os.path.join(args.model, "run_summary.json")):
+        from mygpt.data import heldout_texts
+
+        try:
+            documents = heldout_texts(args.model, "validation")
+        except (ValueError, FileNotFoundError, OSError) as err:
+            logging.getLogger("analyze").warning("cannot rebuild the validation split of %s (%s); using the text",
+                                                 args.model, err)
+        else:
+            return "\n\n".join(documents), f"the validation split of {args.model}"
+    return None, "the text itself"
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     text = args.text if args.text is not None else _read(args.text_file, "--text_file")
     text = text.replace("\\n", "\n") if args.text is not None else text  # "--text 'A:\nB'" from a shell
-    eval_text = _read(args.eval_file, "--eval_file") if args.eval_file else None
+    eval_text, eval_source = evaluation_text(args)
 
     from mygpt.analysis.core import load_model_and_tokenizer
     from mygpt.analysis.report import run_analyses
@@ -85,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
         summary = run_analyses(
             model, tokenizer, text, args.output_dir, eval_text=eval_text, analyses=args.analyses, layers=args.layers,
             words=args.words, embedding_tokens=args.embedding_tokens, projections=args.projections,
-            eval_max_tokens=args.eval_max_tokens, seed=args.seed, model_name=args.model,
+            eval_max_tokens=args.eval_max_tokens, seed=args.seed, model_name=args.model, eval_source=eval_source,
         )
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None

@@ -74,7 +74,7 @@ def test_the_command_line_writes_every_report_file_and_every_png_opens(model_dir
             with Image.open(out / name) as image:
                 image.verify()
     on_disk = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
-    assert on_disk["text_tokens"] == summary["text_tokens"] and on_disk["eval_source"] == "eval_text"
+    assert on_disk["text_tokens"] == summary["text_tokens"] and on_disk["eval_source"] == f"--eval_file {eval_file}"
     assert len(on_disk["heads"]["table"]) == 2 * 4 and len(on_disk["ablation"]["delta"]) == 2
     readme = (out / "README.md").read_text()
     for name in EXPECTED_FILES:
@@ -123,6 +123,23 @@ def test_the_process_exits_non_zero_without_a_traceback(model_dir, tmp_path):
     assert result.returncode != 0
     assert "error: layer 7 does not exist" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_without_an_eval_file_a_runs_validation_split_is_used(model_dir, tmp_path, monkeypatch):
+    import mygpt.data
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in os.listdir(model_dir):
+        os.symlink(os.path.join(model_dir, name), run / name)
+    asked = []
+    monkeypatch.setattr(mygpt.data, "heldout_texts", lambda folder, split: asked.append((folder, split)) or [PLAY, PLAY])
+    args = analyze.parse_args(["--model", model_dir, "--text", TEXT])
+    assert analyze.evaluation_text(args) == (None, "the text itself")  # not a finished run: no run_summary.json
+    (run / "run_summary.json").write_text("{}")
+    args = analyze.parse_args(["--model", str(run), "--text", TEXT])
+    assert analyze.evaluation_text(args) == (PLAY + "\n\n" + PLAY, f"the validation split of {run}")
+    assert asked == [(str(run), "validation")]
 
 
 def test_text_and_text_file_are_exclusive(model_dir):

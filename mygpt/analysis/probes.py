@@ -31,6 +31,7 @@ from .plotting import plt, save_figure, write_text
 logger = logging.getLogger(__name__)
 
 PROPERTIES = ("speaker_line", "next_is_newline", "starts_word")
+MIN_PROBE_TOKENS = 30  # 70 % to fit, 30 % to score: fewer gives no test tokens worth the name
 PROPERTY_TITLES = {
     "speaker_line": "inside a speaker's name line",
     "next_is_newline": "the next token is a newline",
@@ -146,8 +147,9 @@ def run_probes(model: torch.nn.Module, encoded: Encoded, train_fraction: float =
         raise ValueError(f"train_fraction must be between 0 and 1, got {train_fraction}")
     n = len(encoded)
     n_train = int(n * train_fraction)
-    if n_train < 20 or n - n_train < 10:
-        raise ValueError(f"the probe text has {n} tokens; probes need at least 30 (pass a longer evaluation text)")
+    if n < MIN_PROBE_TOKENS or n_train < 1 or n - n_train < 1:
+        raise ValueError(f"the probe text has {n} tokens; probes need at least {MIN_PROBE_TOKENS} "
+                         "(pass a longer evaluation text)")
     labels = text_labels(encoded)
     trained = corpus_hidden_states(model, encoded.input_ids, block_size)
     control = corpus_hidden_states(random_model_like(model, seed), encoded.input_ids, block_size)

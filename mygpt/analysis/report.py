@@ -25,7 +25,7 @@ from .embeddings import save_embedding_report
 from .heads import HEAD_TYPE_SENTENCES, SCORE_NAMES, head_scores, save_head_report
 from .lens import logit_lens, save_lens_report
 from .plotting import current_umask, write_text
-from .probes import PROPERTY_TITLES, run_probes, save_probe_report
+from .probes import MIN_PROBE_TOKENS, PROPERTY_TITLES, run_probes, save_probe_report
 from .viewer import write_attention_html
 
 logger = logging.getLogger(__name__)
@@ -71,9 +71,10 @@ def run_analyses(model: torch.nn.Module, tokenizer, text: str, output_dir: str, 
                  analyses: Sequence[str] = ANALYSES, layers: Sequence[int] | None = None,
                  words: Sequence[str] = DEFAULT_WORDS, embedding_tokens: int = 2000,
                  projections: Sequence[str] = ("umap", "tsne"), eval_max_tokens: int = 8192, seed: int = 0,
-                 model_name: str = "model") -> dict:
+                 model_name: str = "model", eval_source: str = "evaluation text") -> dict:
     """Analyse ``model`` on ``text`` (attention, heads, lens; at most the model's context) and ``eval_text``
     (ablation losses, probes and token frequencies; any length, cut to ``eval_max_tokens``; ``text`` when None).
+    ``eval_source`` says in the report where ``eval_text`` came from.
 
     Everything is checked before any work starts: an empty or too long text, an unknown analysis or a layer
     the model does not have raises ``ValueError``. Returns the summary also written to ``summary.json``.
@@ -86,13 +87,19 @@ def run_analyses(model: torch.nn.Module, tokenizer, text: str, output_dir: str, 
         raise ValueError(f"unknown projections {bad_projections}: choose from umap, tsne")
     if eval_max_tokens < 2:
         raise ValueError(f"eval_max_tokens must be at least 2, got {eval_max_tokens}")
-    reference = encode_corpus(tokenizer, eval_text) if eval_text is not None else encoded
+    if eval_text is None:
+        eval_text, eval_source = text, "the text itself"
+    # No token is longer than 32 characters in practice: cut before tokenising a whole held-out split.
+    reference = encode_corpus(tokenizer, eval_text[: 32 * eval_max_tokens])
     if len(reference) > eval_max_tokens:
         reference = encode_corpus(tokenizer, _cut_text(reference, eval_max_tokens))
+    if "probes" in analyses and len(reference) < MIN_PROBE_TOKENS:
+        raise ValueError(f"probes need at least {MIN_PROBE_TOKENS} tokens of evaluation text and {eval_source} "
+                         f"has {len(reference)}: pass a longer evaluation text, or leave probes out of the analyses")
 
     summary: dict = {"model": model_name, "n_layer": model.config.n_layer, "n_head": model.config.n_head,
                      "text_tokens": len(encoded), "eval_tokens": len(reference),
-                     "eval_source": "eval_text" if eval_text is not None else "text", "files": {}}
+                     "eval_source": eval_source, "files": {}}
     with staged_directory(output_dir) as folder:
         if "attention" in analyses or "viewer" in analyses:
             found = attention_for_text(model, tokenizer, text)
@@ -158,8 +165,8 @@ def readme(summary: dict) -> str:
     files = summary["files"]
     lines = [f"# What {summary['model']} has learned", "",
              f"{summary['n_layer']} layers × {summary['n_head']} heads. The text has {summary['text_tokens']} "
-             f"tokens; ablation, probes and token frequencies use {summary['eval_tokens']} tokens of the "
-             f"{'evaluation text' if summary['eval_source'] == 'eval_text' else 'text itself'}.", ""]
+             f"tokens; ablation, probes and token frequencies use {summary['eval_tokens']} tokens of "
+             f"{summary['eval_source']}.", ""]
     if "attention" in files:
         lines += ["## Attention", "", "Rows are the tokens that read (queries), columns the tokens read (keys).", ""]
         lines += [f"![{f}]({f})" for f in files["attention"]] + [""]
