@@ -23,6 +23,7 @@ non-zero only when no model is left. Arguments can also come from one YAML or JS
 from __future__ import annotations
 
 import datetime
+import functools
 import gc
 import hashlib
 import json
@@ -43,6 +44,7 @@ from transformers import GenerationConfig, HfArgumentParser
 from mygpt.eval_report import write_report
 from mygpt.metrics import load_metric
 from mygpt.scoring import ModelNotAvailableError, load_causal_lm, model_context_length
+from mygpt.tokenization import tokenizer_digest
 
 logger = logging.getLogger("evaluate_models")
 
@@ -273,6 +275,7 @@ def describe_model(name: str, model: torch.nn.Module, tokenizer: Any) -> dict[st
         "context_length": model_context_length(model),
         "tokenizer_class": type(tokenizer).__name__,
         "tokenizer_vocab_size": len(tokenizer),
+        "tokenizer_digest": tokenizer_digest(tokenizer),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
     }
 
@@ -325,7 +328,7 @@ def generate_continuations(model: torch.nn.Module, tokenizer: Any, prompts: list
     torch.manual_seed(seed)
     outputs = []
     for prompt in prompts:
-        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)  # (1, T)
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt", verbose=False)["input_ids"].to(device)  # (1, T)
         wanted = math.ceil(generation_chars / chars_per_token * 1.5) + 8  # margin: generated text may be wordier
         # Prompt and continuation must fit the context: keep the prompt's end, at least half the context of it.
         prompt_budget = max(context - wanted, min(ids.shape[1], context // 2))
@@ -341,13 +344,19 @@ def generate_continuations(model: torch.nn.Module, tokenizer: Any, prompts: list
     return outputs
 
 
+@functools.lru_cache(maxsize=None)
+def _metric(name: str):
+    """Each evaluate module is loaded once per process."""
+    return load_metric(name)
+
+
 def diversity_metrics(texts: list[str]) -> dict[str, float]:
     """Self-BLEU, distinct-1/2/3 and the repeated 4-gram rate of ``texts``, through the project's evaluate modules."""
     figures: dict[str, float] = {}
     if len(texts) >= 2:
-        figures.update(load_metric("self_bleu").compute(predictions=texts))
-    figures.update(load_metric("distinct_n").compute(predictions=texts, n=[1, 2, 3]))
-    figures.update(load_metric("repeated_ngram_rate").compute(predictions=texts, n=4))
+        figures.update(_metric("self_bleu").compute(predictions=texts))
+    figures.update(_metric("distinct_n").compute(predictions=texts, n=[1, 2, 3]))
+    figures.update(_metric("repeated_ngram_rate").compute(predictions=texts, n=4))
     return figures
 
 
@@ -370,7 +379,7 @@ def evaluate_model(name: str, args: EvaluateArguments, texts: list[str], prompts
             logger.warning("%s: --stride %d is not shorter than the window, using %d", name, args.stride, stride)
         logger.info("%s: scoring %d document(s)", name, len(texts))
         started = time.perf_counter()
-        scores = load_metric("sliding_window_perplexity").compute(
+        scores = _metric("sliding_window_perplexity").compute(
             predictions=texts, model=model, tokenizer=tokenizer, window=window, stride=stride,
             batch_size=args.batch_size)
         timing["score_seconds"] = time.perf_counter() - started

@@ -289,22 +289,34 @@ def _framing(results: dict[str, Any]) -> list[str]:
     models = results["models"]
     lines = []
     sizes = ", ".join(f"`{m['name']}` {_count(m['description']['parameters'])}" for m in models)
-    lines.append(f"- **Sizes differ**: {sizes} parameters. A bigger model is expected to do better; this is not "
-                 "a comparison at equal size unless the sizes above are equal.")
+    if len(models) == 1:
+        lines.append(f"- One model: {sizes} parameters. The figures have meaning against other models scored the "
+                     "same way on the same text (see report.json for the text's sha256).")
+    elif len({m["description"]["parameters"] for m in models}) > 1:
+        lines.append(f"- **Sizes differ**: {sizes} parameters. A bigger model is expected to do better; this is "
+                     "not a comparison at equal size.")
+    else:
+        lines.append(f"- Sizes are equal: {sizes} parameters.")
     seen = []
     for m in models:
         t = m["training"]
         what = t.get("data") or "unknown data (not a run of this project: see its model card)"
         tokens = f"{_count(t['tokens_seen'])} tokens" if t.get("tokens_seen") else "an unknown number of tokens"
         seen.append(f"`{m['name']}` on {what}, {tokens}")
-    lines.append("- **Training data and tokens seen differ**: " + "; ".join(seen) + ". A model trained on the "
-                 "same kind of text as the evaluation text has an advantage that says nothing about its architecture.")
-    vocabs = {m["description"]["tokenizer_vocab_size"] for m in models}
-    if len(vocabs) > 1 or len({m["description"]["tokenizer_class"] for m in models}) > 1:
-        lines.append("- **Tokenizers differ**: compare bits per byte, not perplexity.")
+    facts = {(m["training"].get("data"), m["training"].get("tokens_seen")) for m in models}
+    if len(models) > 1 and (len(facts) > 1 or None in {f[0] for f in facts}):
+        lines.append("- **Training data and tokens seen differ** (or are unknown): " + "; ".join(seen) + ". A model "
+                     "trained on the same kind of text as the evaluation text has an advantage that says nothing "
+                     "about its architecture.")
     else:
-        lines.append("- The tokenizers have the same size; per-token perplexity is comparable only if they are the "
-                     "same tokenizer (check chars/token: equal values are a good sign).")
+        lines.append("- Training: " + "; ".join(seen) + ".")
+    digests = {m["description"].get("tokenizer_digest") for m in models}
+    if len(models) > 1 and len(digests) == 1 and None not in digests:
+        lines.append("- The models share one tokenizer (same vocabulary, merges and special tokens): per-token "
+                     "perplexity is comparable between them too, and agrees in ranking with bits per byte.")
+    elif len(models) > 1:
+        lines.append("- **Tokenizers differ** (or cannot be compared): compare bits per byte, not per-token "
+                     "perplexity.")
     windows = {m["scores"]["window"] for m in models}
     if len(windows) > 1:
         lines.append(f"- **Context windows differ** ({', '.join(str(w) for w in sorted(windows))} tokens): a longer "
