@@ -41,7 +41,8 @@ def test_payload_keeps_the_causal_part_of_every_row_and_the_tokens():
     assert data["n_layer"] == 2 and data["n_head"] == 3 and data["tokens"][2] == "↵"
     rows = data["attention"][1][0]
     assert [len(r) for r in rows] == list(range(1, len(TOKENS) + 1))
-    assert rows[5] == [0, 0, 0, 0, 1, 0]  # token 5 reads token 4
+    assert rows[5] == [0, 0, 0, 0, 1000, 0]  # token 5 reads token 4 (weights in thousandths)
+    assert data["attention"][0][2][3] == [250, 250, 250, 250]  # the even head
     with pytest.raises(ValueError, match="13 tokens but 2 tokens were given"):
         attention_payload(hand_attention(), ["a", "b"])
 

@@ -20,15 +20,15 @@ from .plotting import write_text
 TEMPLATE = "viewer_template.html"
 
 
-def attention_payload(attentions: torch.Tensor, tokens: Sequence[str], decimals: int = 3) -> dict:
-    """The JSON the page reads: tokens and, per layer and head, each query's weights over keys 0..query
-    (the causal part only, which halves the file). ``attentions`` is (n_layer, nh, T, T)."""
+def attention_payload(attentions: torch.Tensor, tokens: Sequence[str]) -> dict:
+    """The JSON the page reads: tokens and, per layer and head, each query's weights over keys 0..query in
+    thousandths (whole numbers and only the causal part keep the file small). ``attentions`` is (n_layer, nh, T, T)."""
     if attentions.dim() != 4 or attentions.shape[-1] != attentions.shape[-2]:
         raise ValueError(f"attentions must be (n_layer, nh, T, T), got {tuple(attentions.shape)}")
     n_layer, n_head, t, _ = attentions.shape
     if t != len(tokens):
         raise ValueError(f"attention covers {t} tokens but {len(tokens)} tokens were given")
-    weights = attentions.float().round(decimals=decimals).tolist()
+    weights = (attentions.float() * 1000).round().int().tolist()
     causal = [[[row[: q + 1] for q, row in enumerate(head)] for head in layer] for layer in weights]
     return {"tokens": [display_token(tok) for tok in tokens], "n_layer": n_layer, "n_head": n_head,
             "attention": causal}
