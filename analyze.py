@@ -32,11 +32,11 @@ class AnalyzeArguments:
     eval_file: str | None = field(default=None, metadata={
         "help": "Held-out text for head ablation losses, probes and token frequencies. Default: the validation "
                 "split of the run that trained --model (rebuilt from its run_summary.json), else the text."})
-    eval_max_tokens: int = field(default=8192, metadata={"help": "Use at most this many tokens of eval_file."})
+    eval_max_tokens: int = field(default=8192, metadata={"help": "Use at most this many tokens of the evaluation text."})
     analyses: list[str] = field(default_factory=lambda: list(ANALYSES), metadata={
         "help": f"Which analyses to run, from: {' '.join(ANALYSES)}."})
     layers: list[int] | None = field(default=None, metadata={
-        "help": "Layers drawn in the attention PNGs (default: all)."})
+        "help": "Layers drawn in the attention PNGs; all of them when not given."})
     words: list[str] = field(default_factory=lambda: list(DEFAULT_WORDS), metadata={
         "help": "Words whose nearest neighbours in the token embeddings are listed."})
     embedding_tokens: int = field(default=2000, metadata={"help": "At most this many tokens on the UMAP/t-SNE maps."})

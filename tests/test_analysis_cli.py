@@ -142,6 +142,14 @@ def test_without_an_eval_file_a_runs_validation_split_is_used(model_dir, tmp_pat
     assert asked == [(str(run), "validation")]
 
 
+def test_arguments_can_come_from_a_yaml_file(tmp_path):
+    config = tmp_path / "analyze.yaml"
+    config.write_text("model: runs/cpu-quick\ntext: \"ROMEO:\\nBut soft\"\nanalyses: [heads, lens]\nlayers: [0, 1]\n")
+    args = analyze.parse_args([str(config)])
+    assert (args.model, args.text, args.analyses, args.layers) == ("runs/cpu-quick", "ROMEO:\nBut soft",
+                                                                   ["heads", "lens"], [0, 1])
+
+
 def test_text_and_text_file_are_exclusive(model_dir):
     with pytest.raises(SystemExit) as exit_info:
         analyze.parse_args(["--model", model_dir])
