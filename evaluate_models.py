@@ -328,7 +328,8 @@ def generate_continuations(model: torch.nn.Module, tokenizer: Any, prompts: list
     torch.manual_seed(seed)
     outputs = []
     for prompt in prompts:
-        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt", verbose=False)["input_ids"].to(device)  # (1, T)
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt", verbose=False)["input_ids"]
+        ids = ids.to(device)  # (1, T)
         wanted = math.ceil(generation_chars / chars_per_token * 1.5) + 8  # margin: generated text may be wordier
         # Prompt and continuation must fit the context: keep the prompt's end, at least half the context of it.
         prompt_budget = max(context - wanted, min(ids.shape[1], context // 2))
@@ -490,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     for m in sorted(results["models"], key=lambda m: m["scores"]["bits_per_byte"]):
         s = m["scores"]
         print(f"  {m['name']}: {s['bits_per_byte']:.4f} bits/byte, {s['bits_per_char']:.4f} bits/char, "
-              f"perplexity {s['perplexity']:.2f} over {s['n_tokens']:,} tokens ({s['chars_per_token']:.2f} chars/token)")
+              f"perplexity {s['perplexity']:.2f} over {s['n_tokens']:,} tokens "
+              f"({s['chars_per_token']:.2f} chars/token)")
     for s in results["skipped"]:
         print(f"  skipped {s['name']}")
     return 0

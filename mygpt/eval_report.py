@@ -91,7 +91,8 @@ def plot_bits_per_byte(results: dict[str, Any], path: str | os.PathLike) -> None
     fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(names) + 2), 3.6))
     bars = ax.bar(range(len(names)), values, color=[f"C{i}" for i in range(len(names))])
     ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=2)
-    ax.set_xticks(range(len(names)), names, rotation=15 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center")
+    crowded = len(names) > 3
+    ax.set_xticks(range(len(names)), names, rotation=15 if crowded else 0, ha="right" if crowded else "center")
     ax.set_ylabel("bits per byte (lower is better)")
     ax.set_title(f"Bits per byte on {results['data']['description']}", fontsize=10)
     ax.set_ylim(0, max(values) * 1.18)
@@ -191,7 +192,6 @@ def render_markdown(results: dict[str, Any]) -> str:
     """The human-readable report: framing, tables, plots, generations side by side, skipped models."""
     models = results["models"]
     data = results["data"]
-    settings = results["settings"]
     best = min(models, key=lambda m: m["scores"]["bits_per_byte"])
     lines = [f"# Language model comparison: {', '.join(m['name'] for m in models)}", ""]
     lines += [

@@ -300,7 +300,8 @@ def score_token_ids(
 
 def _encode(tokenizer: Any, text: str) -> tuple[list[int], int]:
     """Token ids of ``text`` without special tokens, and how many leading characters the first id covers."""
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=getattr(tokenizer, "is_fast", False), verbose=False)
+    encoding = tokenizer(text, add_special_tokens=False, verbose=False,
+                         return_offsets_mapping=getattr(tokenizer, "is_fast", False))
     ids = list(encoding["input_ids"])
     if not ids:
         return ids, 0

@@ -65,7 +65,9 @@ def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
 
 def _check_nats(total_nats: float) -> None:
     if not math.isfinite(total_nats) or total_nats < 0:
-        raise ValueError(f"total_nats must be a finite number >= 0 (a summed negative log-likelihood), got {total_nats!r}")
+        raise ValueError(
+            f"total_nats must be a finite number >= 0 (a summed negative log-likelihood), got {total_nats!r}"
+        )
 
 
 def _check_count(value: int, name: str) -> None:

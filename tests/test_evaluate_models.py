@@ -217,7 +217,8 @@ def test_arguments_can_come_from_a_yaml_file(tmp_path):
 def test_the_default_text_is_the_test_split_of_the_first_run(workspace, tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
-    summary = {"data": {"source": "shakespeare", "splits": {"test": {"documents": 2, "titles": ["Coriolanus", "Hamlet"]}}}}
+    test_split = {"documents": 2, "titles": ["Coriolanus", "Hamlet"]}
+    summary = {"data": {"source": "shakespeare", "splits": {"test": test_split}}}
     (run / "run_summary.json").write_text(json.dumps(summary))
     calls = []
 
@@ -244,8 +245,11 @@ def test_prompts_are_followed_by_the_text_that_really_follows_them():
 
 
 def test_a_model_trained_on_the_evaluation_documents_is_flagged():
-    models = [{"name": "leaky", "training": {"run": True, "data_source": "shakespeare", "train_titles": ["Hamlet", "Othello"]}},
-              {"name": "clean", "training": {"run": True, "data_source": "shakespeare", "train_titles": ["Othello"]}},
+    def run(titles):
+        return {"run": True, "data_source": "shakespeare", "train_titles": titles}
+
+    models = [{"name": "leaky", "training": run(["Hamlet", "Othello"])},
+              {"name": "clean", "training": run(["Othello"])},
               {"name": "gpt2", "training": {"run": False}}]
     data = {"source": "run_split", "corpus_source": "shakespeare", "titles": ["Hamlet", "Macbeth"]}
     warnings = evaluate_models._leak_warnings(models, data)

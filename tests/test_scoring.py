@@ -81,7 +81,9 @@ def hf_guide_total_nats(model, ids: torch.Tensor, window: int, stride: int) -> t
 # ---------------------------------------------------------------- windows
 
 
-@pytest.mark.parametrize("n_tokens, window, stride", [(2, 8, 4), (8, 8, 7), (9, 8, 7), (100, 8, 3), (100, 16, 15), (57, 10, 1)])
+@pytest.mark.parametrize(
+    "n_tokens, window, stride", [(2, 8, 4), (8, 8, 7), (9, 8, 7), (100, 8, 3), (100, 16, 15), (57, 10, 1)]
+)
 def test_sliding_windows_score_every_position_but_the_first_exactly_once(n_tokens, window, stride):
     windows = sliding_windows(n_tokens, window, stride)
     targets = [t for w in windows for t in range(w.first_target, w.end)]
@@ -191,7 +193,8 @@ def test_several_texts_are_scored_separately_and_added(model, tokenizer):
     assert both.n_tokens == sa.n_tokens + sb.n_tokens
     assert both.n_bytes == sa.n_bytes + sb.n_bytes
     assert both.total_nats == pytest.approx(sa.total_nats + sb.total_nats)
-    assert both.predictions_by_position == [x + y for x, y in zip(sa.predictions_by_position, sb.predictions_by_position)]
+    pairs = zip(sa.predictions_by_position, sb.predictions_by_position)
+    assert both.predictions_by_position == [x + y for x, y in pairs]
 
 
 def test_loss_by_position_averages_every_prediction_of_every_window(model, tokenizer):
@@ -215,7 +218,9 @@ def test_loss_by_position_averages_every_prediction_of_every_window(model, token
 
 def test_score_to_dict_holds_every_figure(model, tokenizer):
     figures = score_text(model, tokenizer, CORPUS[:200]).to_dict()
-    for key in ("bits_per_byte", "bits_per_char", "perplexity", "n_tokens", "n_bytes", "chars_per_token", "window", "stride"):
+    keys = ("bits_per_byte", "bits_per_char", "perplexity", "n_tokens", "n_bytes", "chars_per_token", "window",
+            "stride")
+    for key in keys:
         assert key in figures
     assert len(figures["loss_by_position"]["mean_nats"]) == len(figures["loss_by_position"]["context_length"])
 

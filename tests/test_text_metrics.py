@@ -208,7 +208,8 @@ def test_evaluate_modules_give_the_plain_functions_results():
 def test_evaluate_modules_agree_with_hand_computed_values():
     from mygpt.metrics import load_metric
 
-    assert load_metric("self_bleu").compute(predictions=["the cat sat on the mat"] * 3)["self_bleu"] == pytest.approx(1.0)
-    assert load_metric("distinct_n").compute(predictions=["the cat sat on the mat"], n=1)["distinct_1"] == pytest.approx(5 / 6)
+    text = "the cat sat on the mat"
+    assert load_metric("self_bleu").compute(predictions=[text] * 3)["self_bleu"] == pytest.approx(1.0)
+    assert load_metric("distinct_n").compute(predictions=[text], n=1)["distinct_1"] == pytest.approx(5 / 6)
     bpb = load_metric("bits_per_byte").compute(total_nats=[8 * LN2], n_tokens=[2], n_chars=[8], n_bytes=[8])
     assert bpb["bits_per_byte"] == pytest.approx(1.0)

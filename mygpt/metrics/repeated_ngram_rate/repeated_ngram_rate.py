@@ -1,4 +1,4 @@
-"""Repeated n-gram rate of generations, as an ``evaluate`` metric (logic: ``mygpt.text_metrics.repeated_ngram_rate``)."""
+"""Repeated n-gram rate of generations as an ``evaluate`` metric (logic: ``mygpt.text_metrics``)."""
 
 import datasets
 import evaluate
