@@ -43,7 +43,7 @@ from transformers import GenerationConfig, HfArgumentParser
 
 from mygpt.eval_report import write_report
 from mygpt.metrics import load_metric
-from mygpt.scoring import ModelNotAvailableError, load_causal_lm, model_context_length
+from mygpt.scoring import ModelNotAvailableError, hub_reachable, load_causal_lm, model_context_length
 from mygpt.tokenization import tokenizer_digest
 
 logger = logging.getLogger("evaluate_models")
@@ -67,6 +67,9 @@ class EvaluateArguments:
     dataset_config: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
     dataset_split: str = field(default="test", metadata={"help": "The dataset split to evaluate on."})
     text_column: str = field(default="text", metadata={"help": "The dataset column that holds the text."})
+    rows_are_documents: bool = field(default=False, metadata={
+        "help": "Score each --dataset row as a document of its own. Default: join the rows with blank lines into "
+                "one text, as HF's perplexity guide does for wikitext (whose rows are lines)."})
     split: str = field(default="test", metadata={
         "help": "Which held-out split of the run's corpus (when neither --data_files nor --dataset): test or "
                 "validation."})
@@ -200,6 +203,9 @@ def load_eval_text(args: EvaluateArguments) -> tuple[list[str], list[str], dict[
 def _load_dataset_text(args: EvaluateArguments) -> tuple[list[str], list[str], dict[str, Any]]:
     import datasets
 
+    if not os.path.exists(args.dataset) and not hub_reachable():
+        raise ValueError(f"cannot load dataset {args.dataset!r}: there is no local folder of that name, and the "
+                         "Hugging Face Hub cannot be reached (offline). Give a local dataset folder or --data_files.")
     try:
         ds = datasets.load_dataset(args.dataset, args.dataset_config, split=args.dataset_split)
     except Exception as error:  # noqa: BLE001 - datasets raises many kinds; all mean "cannot load it"
@@ -210,9 +216,13 @@ def _load_dataset_text(args: EvaluateArguments) -> tuple[list[str], list[str], d
         raise ValueError(f"--text_column {args.text_column!r} is not a column of {args.dataset!r}; its columns are "
                          f"{ds.column_names}")
     texts = [t for t in ds[args.text_column] if isinstance(t, str)]
-    titles = [f"{args.dataset_split} row {i}" for i in range(len(texts))]
+    if args.rows_are_documents:
+        titles = [f"{args.dataset_split} row {i}" for i in range(len(texts))]
+    else:
+        texts, titles = ["\n\n".join(texts)], [f"{args.dataset_split} split, {len(texts)} rows joined"]
     info = {"source": "dataset", "dataset": args.dataset, "config": args.dataset_config,
-            "split": args.dataset_split, "description": f"the {args.dataset_split} split of {args.dataset}"}
+            "split": args.dataset_split, "rows_are_documents": args.rows_are_documents,
+            "description": f"the {args.dataset_split} split of {args.dataset}"}
     return texts, titles, info
 
 

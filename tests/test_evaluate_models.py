@@ -277,3 +277,25 @@ def test_a_held_out_split_with_no_text_is_a_clear_error(tmp_path, monkeypatch):
     args = evaluate_models.parse_args(["--models", str(run)])
     with pytest.raises(ValueError, match=r"the evaluation text \(the test plays of run's corpus\) is empty"):
         evaluate_models.load_eval_text(args)
+
+
+def test_a_dataset_split_is_joined_like_the_hf_guide_or_read_row_by_row(tmp_path):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.txt").write_text("some training text\n")
+    (folder / "test.txt").write_text("first line\nsecond line\n\nfourth line\n")
+    args = evaluate_models.parse_args(["--models", "m", "--dataset", str(folder)])
+    texts, _, info = evaluate_models.load_eval_text(args)
+    assert texts == ["first line\n\nsecond line\n\n\n\nfourth line"] and info["documents"] == 1
+    args = evaluate_models.parse_args(["--models", "m", "--dataset", str(folder), "--rows_are_documents"])
+    texts, _, info = evaluate_models.load_eval_text(args)
+    assert texts == ["first line", "second line", "fourth line"]  # the empty row is dropped
+    args = evaluate_models.parse_args(["--models", "m", "--dataset", str(folder), "--text_column", "body"])
+    with pytest.raises(ValueError, match="--text_column 'body' is not a column.*'text'"):
+        evaluate_models.load_eval_text(args)
+
+
+def test_an_unreachable_hub_dataset_is_a_clear_error():
+    args = evaluate_models.parse_args(["--models", "m", "--dataset", "no-such-org/no-such-dataset"])
+    with pytest.raises(ValueError, match="'no-such-org/no-such-dataset'.*Hub cannot be reached"):
+        evaluate_models.load_eval_text(args)
