@@ -1,0 +1,204 @@
+"""What a finished run leaves next to the model: the loss curve, samples, the summary and the model card.
+
+Also the rules of the output folder: a run in progress is marked by a ``.incomplete`` file; a run is finished
+when its ``run_summary.json`` exists, and that file is written last, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+MARKER = ".incomplete"
+SUMMARY = "run_summary.json"
+CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The output folder
+
+
+def folder_state(folder: str | os.PathLike) -> str:
+    """``missing``, ``empty``, ``finished`` (has run_summary.json), ``unfinished`` (a run of ours that did not
+    finish: the marker or checkpoints) or ``foreign`` (other files)."""
+    folder = Path(folder)
+    if not folder.exists():
+        return "missing"
+    if not folder.is_dir():
+        return "foreign"
+    names = set(os.listdir(folder))
+    if not names:
+        return "empty"
+    if SUMMARY in names:
+        return "finished"
+    if MARKER in names or any(n.startswith("checkpoint-") for n in names):
+        return "unfinished"
+    return "foreign"
+
+
+def last_complete_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """The highest ``checkpoint-N`` whose ``trainer_state.json`` was written (the Trainer writes it last, so a
+    checkpoint cut short by a kill has none)."""
+    candidates = []
+    for path in Path(folder).glob("checkpoint-*"):
+        suffix = path.name.split("-", 1)[1]
+        if suffix.isdigit() and (path / "trainer_state.json").is_file():
+            candidates.append((int(suffix), path))
+    return max(candidates)[1] if candidates else None
+
+
+def clear_run(folder: Path) -> None:
+    """Deletes a previous run's files (only called for folders that hold a run and with --overwrite)."""
+    # The summary goes first: a folder half deleted must not look finished.
+    (folder / SUMMARY).unlink(missing_ok=True)
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def mark_incomplete(folder: Path, command: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text(json.dumps({"command": command, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                             "pid": os.getpid()}) + "\n")
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def finish(folder: Path, summary: dict[str, Any], keep_checkpoints: bool) -> None:
+    """Writes ``run_summary.json`` (the sign of a finished run) and removes the marker and, unless kept, the
+    checkpoints."""
+    if not keep_checkpoints:
+        for path in folder.glob("checkpoint-*"):
+            shutil.rmtree(path, ignore_errors=True)
+    write_json_atomically(folder / SUMMARY, summary)
+    (folder / MARKER).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loss curve
+
+
+def plot_loss_curve(log_history: list[dict[str, Any]], tokens_per_step: int, path: Path) -> None:
+    """``loss_curve.png``: training and validation loss against optimizer steps (bottom) and tokens (top)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
+    evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    if train:
+        ax.plot(*zip(*train), label="train", color="tab:blue", linewidth=1)
+    if evals:
+        ax.plot(*zip(*evals), label="validation", color="tab:orange", marker="o", markersize=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    top = ax.secondary_xaxis("top", functions=(lambda s: s * tokens_per_step / 1e6, lambda t: t * 1e6 / tokens_per_step))
+    top.set_xlabel("training tokens (millions)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Samples
+
+
+def pick_prompts(texts: list[str], count: int, seed: int, max_chars: int = 80) -> list[str]:
+    """``count`` prompts from held-out text: whole lines starting at seeded random line beginnings."""
+    rng = random.Random(seed)
+    prompts = []
+    for _ in range(count * 20):
+        if len(prompts) == count or not texts:
+            break
+        text = rng.choice(texts)
+        start = text.find("\n", rng.randrange(max(1, len(text)))) + 1
+        lines = text[start:start + 4 * max_chars].split("\n")
+        prompt = ""
+        for line in lines:
+            if len(prompt) + len(line) + 1 > max_chars and prompt:
+                break
+            prompt += line + "\n"
+        prompt = prompt[:max_chars]
+        if prompt.strip() and prompt not in prompts:
+            prompts.append(prompt)
+    return prompts
+
+
+@torch.no_grad()
+def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int) -> list[dict[str, Any]]:
+    """One sample per (strategy, prompt), for every strategy of ``generation_mygpt.STRATEGY_PRESETS``."""
+    from generation_mygpt import STRATEGY_PRESETS, strategy_generate_kwargs
+
+    model.eval()
+    device = next(model.parameters()).device
+    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
+    samples = []
+    for strategy, knobs in STRATEGY_PRESETS.items():
+        for prompt in prompts:
+            input_ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False, verbose=False).input_ids
+            input_ids = input_ids.to(device)
+            input_ids = input_ids[:, -(limit // 2):]  # learned positions stop at n_positions
+            new_tokens = min(max_new_tokens, limit - input_ids.shape[1])
+            kwargs = {**knobs, "max_new_tokens": new_tokens, "attention_mask": torch.ones_like(input_ids),
+                      "pad_token_id": tokenizer.pad_token_id}
+            torch.manual_seed(seed)
+            if model.config.model_type == "mygpt":
+                output = model.generate(input_ids, strategy=strategy, **kwargs)
+            else:  # GPT2LMHeadModel has no strategy= argument; the same samplers go in as logits processors
+                output = model.generate(input_ids, **strategy_generate_kwargs(strategy, kwargs))
+            text = tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=False)
+            samples.append({"strategy": strategy, "knobs": knobs, "prompt": prompt, "completion": text})
+    return samples
+
+
+def write_samples_markdown(samples: list[dict[str, Any]], path: Path, title: str, seed: int) -> None:
+    lines = [f"# Samples from {title}", "",
+             f"One sample per prompt and strategy (knobs from `generation_mygpt.STRATEGY_PRESETS`), seed {seed}. "
+             "Each sample begins with its prompt (repeated under it); the model wrote the rest.", ""]
+    strategy = None
+    for sample in samples:
+        if sample["strategy"] != strategy:
+            strategy = sample["strategy"]
+            knobs = ", ".join(f"{k}={v}" for k, v in sample["knobs"].items()) or "argmax"
+            lines += [f"## {strategy} ({knobs})", ""]
+        lines += ["```text", sample["prompt"] + sample["completion"], "```", "",
+                  f"<sub>prompt: {json.dumps(sample['prompt'])}</sub>", ""]
+    path.write_text("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model card
+
+
+def render_model_card(summary: dict[str, Any], samples: list[dict[str, Any]], template: Path = CARD_TEMPLATE) -> str:
+    """Fills ``model_card.md`` (a Jinja template with Hub YAML metadata) from the run summary.
+
+    The metadata block is parsed back with ``huggingface_hub.ModelCard`` so a broken card fails here, not on the Hub.
+    """
+    import jinja2
+    from huggingface_hub import ModelCard
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    text = env.from_string(template.read_text()).render(s=summary, samples=samples[:2])
+    ModelCard(text)  # raises on invalid YAML metadata
+    return text

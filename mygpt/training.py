@@ -1,0 +1,325 @@
+"""The training loop's parts that transformers' ``Trainer`` leaves to us.
+
+* AdamW parameter groups: weight decay on the weight matrices only, never on biases, norms or embeddings.
+* Evaluation metrics computed exactly over every scored token: loss, perplexity and bits per byte.
+* Throughput: training tokens/s (evaluation and checkpointing excluded) and an MFU estimate.
+* Callbacks: the live training log (``training_log.csv``).
+* Mixed-precision choice per hardware.
+
+Nothing here knows about GPT in particular; any causal LM whose loss shifts labels inside works.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback
+from transformers.pytorch_utils import Conv1D
+
+from mygpt.data import IGNORE_INDEX
+from mygpt.text_metrics import bits_per_byte
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hardware: precision and peak FLOP/s
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 matmuls are emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def choose_precision(requested: str, use_cpu: bool) -> str:
+    """``fp32``, ``bf16`` or ``fp16`` for ``requested`` (``auto`` or one of them) on this machine.
+
+    auto: bf16 on GPUs that support it, fp16 on older GPUs, bf16 on CPUs with native bf16, else fp32 (measured
+    here: bf16 autocast on an AVX2-only CPU is slower than fp32, see bench/bench_train.py).
+    """
+    if requested not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"--precision must be auto, fp32, bf16 or fp16, got {requested!r}")
+    cuda = torch.cuda.is_available() and not use_cpu
+    if requested == "fp16" and not cuda:
+        raise ValueError("--precision fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
+    if requested != "auto":
+        return requested
+    if cuda:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+# Dense peak TFLOP/s per GPU: (fp32 without tensor cores, bf16/fp16 tensor cores). Public spec-sheet figures
+# (SXM variants); they only scale the MFU estimate.
+GPU_PEAK_TFLOPS = {
+    "H200": (67.0, 989.0), "H100": (67.0, 989.0), "A100": (19.5, 312.0), "L40S": (91.6, 362.0),
+    "L4": (30.3, 121.0), "A10": (31.2, 125.0), "V100": (15.7, 125.0), "T4": (8.1, 65.0),
+    "RTX 4090": (82.6, 165.0), "RTX 3090": (35.6, 71.0),
+}
+
+
+def peak_flops_per_device(precision: str, use_cpu: bool) -> tuple[float | None, str]:
+    """Estimated peak FLOP/s of one training device, and how it was estimated (None when unknown)."""
+    if torch.cuda.is_available() and not use_cpu:
+        name = torch.cuda.get_device_name()
+        for key, (fp32, half) in GPU_PEAK_TFLOPS.items():
+            if key in name:
+                peak = half if precision in ("bf16", "fp16") else fp32
+                return peak * 1e12, f"{name}: {peak} TFLOP/s ({precision}, spec sheet)"
+        return None, f"{name}: unknown peak (give --peak_tflops)"
+    threads = torch.get_num_threads()
+    ghz = _cpu_ghz()
+    if ghz is None:
+        return None, "CPU clock unknown (give --peak_tflops)"
+    capability = torch.backends.cpu.get_cpu_capability()  # e.g. "AVX2", "AVX512"
+    # fp32 FLOPs per cycle per core: two FMA units x SIMD lanes x 2 (multiply and add).
+    lanes = 16 if "AVX512" in capability else 8 if "AVX2" in capability else 4
+    per_cycle = 2 * lanes * 2
+    peak = threads * ghz * 1e9 * per_cycle
+    return peak, f"{threads} threads x {ghz:.2f} GHz x {per_cycle} FLOP/cycle ({capability})"
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (or the machine type)."""
+    try:
+        found = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+    except OSError:
+        found = None
+    import platform
+
+    return found.group(1).strip() if found else platform.machine()
+
+
+def _cpu_ghz() -> float | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    found = re.findall(r"cpu MHz\s*:\s*([\d.]+)", text)
+    return max(float(x) for x in found) / 1000 if found else None
+
+
+def training_flops_per_token(model: nn.Module, context: int) -> float:
+    """FLOPs of one training token (forward + backward): ``6 N + 12 L C T`` as in the PaLM paper's appendix.
+
+    ``N`` counts the weights that take part in matrix multiplications (linear layers, the LM head even when tied
+    to the embedding), not the lookup tables; ``12 L C T`` is the attention score and weighted-sum work.
+    """
+    matmul_params = 0
+    seen: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, Conv1D)) and id(module.weight) not in seen:
+            seen.add(id(module.weight))
+            matmul_params += module.weight.numel()
+    config = model.config
+    return 6.0 * matmul_params + 12.0 * config.num_hidden_layers * config.hidden_size * context
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Optimizer groups
+
+
+def decay_parameter_names(model: nn.Module) -> list[str]:
+    """Names of the parameters that get weight decay: weights of linear layers, except a head tied to the embedding.
+
+    Biases, norm gains and embedding tables are left alone: decaying them pulls useful scales and rare-token
+    embeddings towards zero without regularising anything (as in nanoGPT and minGPT).
+    """
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decayed = {id(m.weight) for m in model.modules()
+               if isinstance(m, (nn.Linear, Conv1D)) and id(m.weight) not in embeddings}
+    return [name for name, p in model.named_parameters() if id(p) in decayed]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Throughput
+
+
+class ThroughputMeter(TrainerCallback):
+    """Training tokens per second, counting only time spent training (not evaluating or checkpointing)."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops: float | None) -> None:
+        self.tokens_per_step = tokens_per_step
+        self.flops_per_token = flops_per_token
+        self.peak_flops = peak_flops  # for all processes together
+        self._last = None  # time of the last training-step end (or of the end of an evaluation/save)
+        self._seconds = 0.0
+        self._steps = 0
+        self.total_seconds = 0.0
+        self.total_steps = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        if self._last is not None:
+            self._seconds += now - self._last
+            self._steps += 1
+            self.total_seconds += now - self._last
+            self.total_steps += 1
+        self._last = now
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._last = time.perf_counter()  # the evaluation just done is not training time
+
+    def on_save(self, args, state, control, **kwargs):
+        self._last = time.perf_counter()
+
+    def take(self) -> dict[str, float]:
+        """Tokens/s (and MFU) since the previous call."""
+        if not self._steps or self._seconds <= 0:
+            return {}
+        rate = self._steps * self.tokens_per_step / self._seconds
+        self._seconds, self._steps = 0.0, 0
+        out = {"tokens_per_second": rate}
+        if self.peak_flops:
+            out["mfu"] = rate * self.flops_per_token / self.peak_flops
+        return out
+
+    def overall(self) -> dict[str, float]:
+        if not self.total_steps:
+            return {}
+        rate = self.total_steps * self.tokens_per_step / self.total_seconds
+        out = {"tokens_per_second": rate}
+        if self.peak_flops:
+            out["mfu"] = rate * self.flops_per_token / self.peak_flops
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Trainer
+
+
+def token_nats(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-row summed next-token loss and number of scored tokens.
+
+    Args:
+        logits: (B, T, V); labels: (B, T), -100 where not scored.
+    Returns:
+        (B, 2) float64: ``[:, 0]`` summed nats, ``[:, 1]`` scored targets (``labels[:, 1:] != -100``).
+    """
+    targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
+    nll = nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets,
+                                      ignore_index=IGNORE_INDEX, reduction="none")  # (B, T-1)
+    counted = (targets != IGNORE_INDEX)
+    return torch.stack([nll.sum(1).double(), counted.sum(1).double()], dim=1)
+
+
+class LMTrainer(Trainer):
+    """A ``Trainer`` for causal LM pretraining.
+
+    Differences from the base class: AdamW groups without decay on biases, norms and embeddings; evaluation
+    reports the loss averaged over every scored token (not over batches), perplexity and bits per byte; training
+    logs carry tokens/s, the MFU estimate and tokens seen.
+
+    Args:
+        split_stats: per evaluation prefix (``"eval"``, ``"test"``) the split's ``tokens`` and ``bytes``, for
+            bits per byte.
+        meter: the :class:`ThroughputMeter` also registered as a callback.
+    """
+
+    def __init__(self, *args: Any, split_stats: dict[str, dict[str, int]], meter: ThroughputMeter,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, preprocess_logits_for_metrics=_token_nats_of_output, compute_metrics=_sum_nats,
+                         **kwargs)
+        self.split_stats = split_stats
+        self.meter = meter
+        self.add_callback(meter)
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        return decay_parameter_names(model)
+
+    def evaluation_loop(self, dataloader, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
+                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        prefix = metric_key_prefix
+        metrics = output.metrics
+        nats, targets = metrics.pop(f"{prefix}_nats"), metrics.pop(f"{prefix}_targets")
+        # Replace the Trainer's mean of batch means by the mean over every scored token.
+        metrics[f"{prefix}_loss"] = nats / targets
+        metrics[f"{prefix}_perplexity"] = math.exp(min(nats / targets, 700.0))
+        stats = self.split_stats.get(prefix)
+        if stats:
+            # The first token of each block has no context and is not scored; it is charged the mean loss.
+            metrics[f"{prefix}_bits_per_byte"] = bits_per_byte(nats / targets * stats["tokens"], stats["bytes"])
+        return output
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log, not an evaluation
+            logs.update(self.meter.take())
+            logs["tokens_seen"] = self.state.global_step * self.meter.tokens_per_step
+        super().log(logs, start_time)
+
+
+def _token_nats_of_output(logits: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Tensor:
+    # The Trainer hands over every non-loss output; the logits come first.
+    return token_nats(logits[0] if isinstance(logits, tuple) else logits, labels)
+
+
+def _sum_nats(prediction) -> dict[str, float]:
+    sums = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1, 2)
+    return {"nats": float(sums[:, 0].sum()), "targets": float(sums[:, 1].sum())}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The live training log
+
+
+LOG_COLUMNS = ("step", "epoch", "tokens_seen", "loss", "eval_loss", "eval_perplexity", "eval_bits_per_byte",
+               "learning_rate", "grad_norm", "tokens_per_second", "mfu")
+
+
+class CsvLogCallback(TrainerCallback):
+    """Writes every log event as a row of ``training_log.csv`` as training goes (main process only).
+
+    On a resumed run the file is rewritten from the checkpoint's history first, so it never holds the steps
+    that the interrupted run did after its last checkpoint.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            write_log_csv(self.path, state.log_history)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            with self.path.open("a", newline="") as handle:
+                csv.DictWriter(handle, LOG_COLUMNS, extrasaction="ignore").writerow(
+                    _row({**logs, "step": state.global_step}))
+
+
+def _row(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in entry.items() if k in LOG_COLUMNS}
+
+
+def write_log_csv(path: str | os.PathLike, log_history: list[dict[str, Any]]) -> None:
+    """Writes ``log_history`` (the Trainer's list of log dicts) as ``training_log.csv``."""
+    tmp = Path(f"{path}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, LOG_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        previous = None
+        for entry in log_history:
+            row = _row(entry)
+            if ("loss" in entry or "eval_loss" in entry) and row != previous:  # the final re-evaluation repeats
+                writer.writerow(row)
+            previous = row
+    os.replace(tmp, path)

@@ -1,0 +1,421 @@
+"""End-to-end contracts of train_hf.py on tiny corpora and tiny models.
+
+A run trains, lowers the loss, and leaves a complete, loadable, documented folder; bad input is refused with a
+clear message before anything is written; a run killed mid-training resumes to the very same result; two
+processes really split the batches.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import train_hf
+from mygpt import arguments, run_artifacts
+from mygpt.data import heldout_texts, load_run_splits, tokenize_and_pack
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--block_size", "32", "--tokenizer", "char",
+        "--max_steps", "12", "--eval_steps", "6", "--save_steps", "6", "--logging_steps", "2",
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "16", "--learning_rate", "1e-2",
+        "--warmup_steps", "2", "--sample_max_new_tokens", "8", "--num_sample_prompts", "1", "--seed", "3"]
+WORDS = ("the king my lord good sir love death night sweet fair heart what thou thee shall come go hath doth "
+         "not no yes blood crown sword").split()
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    """Eight small 'plays': speaker lines and verse from a tiny vocabulary, so a tiny model can learn something."""
+    folder = tmp_path_factory.mktemp("corpus")
+    rng = random.Random(0)
+    for i in range(8):
+        lines = []
+        for _ in range(120):
+            lines.append(rng.choice(["KING.", "QUEEN.", "FOOL."]))
+            lines.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9))).capitalize() + ",")
+        (folder / f"play{i}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("MYGPT_CACHE", str(tmp_path_factory.getbasetemp() / "mygpt-cache"))
+    # Tiny models gain nothing from threads, and on a busy machine spinning threads slow them down many times.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_args(corpus: Path, output_dir: Path, *extra: str) -> list[str]:
+    return ["--data_files", str(corpus), "--output_dir", str(output_dir), *TINY, *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(corpus_dir, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    os.environ["MYGPT_CACHE"] = str(tmp_path_factory.getbasetemp() / "mygpt-cache")
+    summary = train_hf.main(run_args(corpus_dir, out, "--eval_on_start", "true", "--validation_fraction", "0.25",
+                                     "--test_fraction", "0.25"))
+    return out, summary
+
+
+def test_training_lowers_the_validation_loss(finished_run):
+    out, summary = finished_run
+    with (out / "training_log.csv").open() as handle:
+        evals = [float(row["eval_loss"]) for row in csv.DictReader(handle) if row["eval_loss"]]
+    before, after = evals[0], summary["results"]["validation"]["loss"]
+    vocab = summary["tokenizer"]["vocab_size"]
+    assert before == pytest.approx(torch.log(torch.tensor(float(vocab))).item(), rel=0.1)  # random init: ~ln V
+    assert after < before - 0.5
+    assert summary["results"]["best_validation_loss"] == pytest.approx(after)
+
+
+def test_finished_run_folder_holds_every_artifact(finished_run):
+    out, summary = finished_run
+    names = set(os.listdir(out))
+    expected = {"config.json", "model.safetensors", "generation_config.json", "configuration_mygpt.py",
+                "modeling_mygpt.py", "generation_mygpt.py", "tokenizer.json", "tokenizer_config.json",
+                "training_log.csv", "train.log", "loss_curve.png", "samples.md", "README.md", "run_summary.json"}
+    assert expected <= names
+    assert run_artifacts.MARKER not in names and not any(n.startswith("checkpoint-") for n in names)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "mygpt" and "AutoModelForCausalLM" in config["auto_map"]
+    assert config["use_cache"] is True
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == summary["model"]["config"]["eos_token_id"]
+    assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with (out / "training_log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"step", "loss", "eval_loss", "learning_rate", "tokens_per_second", "tokens_seen"} <= set(rows[0])
+    train_rows = [r for r in rows if r["loss"]]
+    assert [int(r["step"]) for r in train_rows] == [1, 2, 4, 6, 8, 10, 12]
+    assert all(float(r["tokens_per_second"]) > 0 for r in train_rows)
+    from generation_mygpt import STRATEGY_PRESETS
+
+    samples = (out / "samples.md").read_text()
+    assert all(f"## {strategy} " in samples for strategy in STRATEGY_PRESETS)
+    for key in ("model", "data", "tokenizer", "training", "results", "hardware", "wall_time_seconds"):
+        assert key in summary
+    assert json.loads((out / "run_summary.json").read_text())["results"] == json.loads(json.dumps(summary["results"]))
+    assert summary["data"]["split"]["by"] == "document" and summary["data"]["splits"]["test"]["documents"] == 2
+    assert summary["results"]["tokens_seen"] == 12 * 4 * 32
+
+
+def test_model_card_has_hub_metadata_and_the_run_figures(finished_run):
+    from huggingface_hub import ModelCard
+
+    out, summary = finished_run
+    card = ModelCard.load(out / "README.md")
+    assert card.data.license == "mit" and card.data.pipeline_tag == "text-generation"
+    assert "custom_code" in card.data.tags and card.data.language == ["en"]
+    assert {"perplexity", "bits_per_byte"} <= set(card.data.metrics)
+    results = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert results[("test", "bits_per_byte")] == pytest.approx(summary["results"]["test"]["bits_per_byte"], abs=1e-4)
+    text = card.text
+    assert "trust_remote_code=True" in text and "loss_curve.png" in text
+    assert f"{summary['model']['parameters']:,}" in text
+    assert "{{" not in text and "{%" not in text
+
+
+def test_saved_model_reloads_and_reproduces_the_validation_loss(finished_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, summary = finished_run
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    splits = load_run_splits(out)
+    assert heldout_texts(out, "validation") == list(splits["validation"]["text"])
+    packed, _ = tokenize_and_pack({"validation": splits["validation"]}, tokenizer, summary["training"]["block_size"])
+    nats, count = 0.0, 0
+    with torch.no_grad():
+        for row in packed["validation"].iter(batch_size=16):
+            logits = model(input_ids=row["input_ids"]).logits  # (B, T, V)
+            targets = row["labels"][:, 1:]
+            nats += torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100,
+                                                      reduction="sum").item()
+            count += (targets != -100).sum().item()
+    assert nats / count == pytest.approx(summary["results"]["validation"]["loss"], rel=1e-5)
+
+
+def test_tokenizer_is_learnt_from_the_training_split_only(corpus_dir, tmp_path):
+    # A word that only the held-out documents contain must not shape the BPE vocabulary.
+    corpus = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, corpus)
+    argv = run_args(corpus, tmp_path / "out", "--tokenizer", "bpe", "--vocab_size", "300", "--test_fraction", "0.25")
+    probe = train_hf.prepare_run(argv)
+    held_out = [Path(p) for p in corpus.glob("*.txt") if p.name in
+                {t for s in ("validation", "test") for t in probe.data_info["splits"][s]["titles"]}]
+    for path in held_out:
+        path.write_text(path.read_text() + " zyzzyvaquux" * 400)
+    shutil.rmtree(tmp_path / "out")
+    run = train_hf.prepare_run(argv)
+    vocabulary = run.tokenizer.get_vocab()
+    assert not any("zyzz" in token for token in vocabulary)
+    assert "zyzzyvaquux" in "".join([*run.texts["validation"]["text"], *run.texts["test"]["text"]])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Presets and arguments
+
+
+def test_every_preset_parses_into_a_valid_model():
+    for name in arguments.available_presets():
+        model_args, data_args, training_args, run_args = arguments.parse_arguments(["--preset", name])
+        config = train_hf.model_config(model_args, model_args.n_positions or data_args.block_size, None)
+        assert config.n_embd % config.n_head == 0 and training_args.output_dir == f"runs/{name}"
+    assert {"cpu-quick", "shakespeare-char-cpu", "shakespeare-char", "gpt-small"} <= set(arguments.available_presets())
+
+
+def test_default_preset_meets_the_assignment_minimums():
+    model_args, data_args, training_args, run_args = arguments.parse_arguments([])
+    assert run_args.preset == "cpu-quick" and training_args.output_dir == "runs/cpu-quick"
+    assert (model_args.n_layer, model_args.n_head, model_args.n_embd, data_args.block_size) >= (4, 4, 256, 256)
+    assert data_args.tokenizer == "bpe" and data_args.vocab_size >= 10_000 and data_args.data_files is None
+
+
+def test_nanogpt_cpu_preset_matches_nanogpt():
+    model_args, data_args, training_args, _ = arguments.parse_arguments(["--preset", "shakespeare-char-cpu"])
+    assert (model_args.n_layer, model_args.n_head, model_args.n_embd, model_args.dropout) == (4, 4, 128, 0.0)
+    assert (data_args.block_size, data_args.tokenizer) == (64, "char")
+    assert (training_args.per_device_train_batch_size, training_args.max_steps) == (12, 2000)
+    assert training_args.learning_rate == 1e-3 and training_args.lr_scheduler_kwargs == {"min_lr_rate": 0.1}
+
+
+def test_command_line_overrides_preset_and_a_yaml_file_is_a_preset(tmp_path):
+    _, data_args, training_args, _ = arguments.parse_arguments(["--preset", "shakespeare-char-cpu", "--max_steps", "7"])
+    assert training_args.max_steps == 7 and data_args.block_size == 64
+    own = tmp_path / "mine.yaml"
+    own.write_text(yaml.safe_dump({"n_layer": 2, "block_size": 16, "max_steps": 3}))
+    model_args, data_args, training_args, _ = arguments.parse_arguments([str(own), "--max_steps", "5"])
+    assert (model_args.n_layer, data_args.block_size, training_args.max_steps) == (2, 16, 5)
+    assert training_args.output_dir == "runs/mine"
+
+
+def test_accelerate_config_files_are_valid():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    for name in ("ddp", "fsdp", "cpu-ddp"):
+        config = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
+        assert config.num_processes == 2
+    assert load_config_from_file(str(ROOT / "configs/accelerate/fsdp.yaml")).distributed_type == "FSDP"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: a clear message, a non-zero exit, nothing overwritten
+
+
+@pytest.fixture
+def previous_run(tmp_path) -> Path:
+    """A folder holding someone's finished run: it must survive every refused command."""
+    folder = tmp_path / "previous"
+    folder.mkdir()
+    (folder / "run_summary.json").write_text('{"keep": true}')
+    (folder / "model.safetensors").write_bytes(b"precious weights")
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _bad_file(tmp_path: Path, name: str, content: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path)
+
+
+BAD_INPUTS = {
+    "missing file": (lambda t, c: ["--data_files", str(t / "nope.txt")], "nope.txt.*no such file"),
+    "empty file": (lambda t, c: ["--data_files", _bad_file(t, "empty.txt", b"")], "empty.txt is empty"),
+    "not UTF-8": (lambda t, c: ["--data_files", _bad_file(t, "latin.txt", "Fran\xe7ois".encode("latin-1") * 99)],
+                  "latin.txt is not UTF-8"),
+    "unknown preset": (lambda t, c: ["--data_files", str(c), "--preset", "gpu-huge"],
+                       "unknown preset 'gpu-huge'.*cpu-quick"),
+    "unknown tokenizer": (lambda t, c: ["--data_files", str(c), "--tokenizer", "no-such-tokenizer-xyz"],
+                          "unknown tokenizer 'no-such-tokenizer-xyz'"),
+    "block_size > n_positions": (lambda t, c: ["--data_files", str(c), "--n_positions", "16"],
+                                 "--block_size 32 is larger than --n_positions 16"),
+    "corpus too small": (lambda t, c: ["--data_files", _bad_file(t, "tiny.txt", b"Too short for a block.\n")],
+                         "fewer than one block of 32"),
+    "impossible model": (lambda t, c: ["--data_files", str(c), "--n_embd", "30", "--n_head", "4"], "n_embd"),
+    "unknown argument": (lambda t, c: ["--data_files", str(c), "--n_layers", "3"], "--n_layers"),
+    "unknown architecture": (lambda t, c: ["--data_files", str(c), "--architecture", "llama"], "mygpt or gpt2"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_refused_and_the_previous_run_survives(case, tmp_path, corpus_dir, previous_run):
+    make, message = BAD_INPUTS[case]
+    before = snapshot(previous_run)
+    # --overwrite is given on purpose: even so, a refused command must not delete anything.
+    argv = [*TINY, *make(tmp_path, corpus_dir), "--output_dir", str(previous_run), "--overwrite"]
+    with pytest.raises(SystemExit) as refused:
+        train_hf.main(argv)
+    assert str(refused.value.code).startswith("error: ")
+    assert __import__("re").search(message, str(refused.value.code)), refused.value.code
+    assert snapshot(previous_run) == before
+
+
+def test_output_folder_with_a_finished_run_needs_overwrite(tmp_path, corpus_dir, previous_run):
+    before = snapshot(previous_run)
+    with pytest.raises(SystemExit, match="holds a finished run; pass --overwrite"):
+        train_hf.main(run_args(corpus_dir, previous_run))
+    assert snapshot(previous_run) == before
+
+
+def test_unfinished_run_needs_resume_or_overwrite(tmp_path, corpus_dir):
+    folder = tmp_path / "unfinished"
+    run_artifacts.mark_incomplete(folder, ["train_hf.py"])
+    with pytest.raises(SystemExit, match="unfinished run: --resume_from_checkpoint continues it"):
+        train_hf.main(run_args(corpus_dir, folder))
+    with pytest.raises(SystemExit, match="no complete checkpoint"):
+        train_hf.main(run_args(corpus_dir, folder, "--resume_from_checkpoint"))
+
+
+def test_folder_that_is_not_a_run_is_never_deleted(tmp_path, corpus_dir):
+    folder = tmp_path / "home"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("years of work")
+    with pytest.raises(SystemExit, match="not a training run"):
+        train_hf.main(run_args(corpus_dir, folder, "--overwrite"))
+    assert (folder / "thesis.tex").read_text() == "years of work"
+
+
+def test_command_line_error_exits_non_zero_without_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "train_hf.py", "--data_files", str(tmp_path / "missing.txt"),
+                             "--output_dir", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "error: --data_files" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpt2_architecture_overwrites_a_finished_run_with_transformers_gpt2(finished_run, tmp_path, corpus_dir):
+    from transformers import AutoModelForCausalLM, GPT2LMHeadModel
+
+    out = tmp_path / "gpt2"
+    shutil.copytree(finished_run[0], out)
+    summary = train_hf.main(run_args(corpus_dir, out, "--architecture", "gpt2", "--overwrite", "--max_steps", "6"))
+    assert summary["architecture"] == "gpt2" and summary["results"]["steps"] == 6
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "gpt2" and "auto_map" not in config
+    assert not (out / "modeling_mygpt.py").exists()  # nothing left from the run it replaced
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert isinstance(model, GPT2LMHeadModel) and (out / "samples.md").is_file()
+    assert summary["model"]["parameters"] == finished_run[1]["model"]["parameters"]  # the same network shape
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kill and resume; two processes (slow: they start fresh Python processes)
+
+
+KILLER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from transformers import TrainerCallback
+import train_hf
+from mygpt import training
+
+class KillAt(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == {step}:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit: as if the machine died
+
+original = training.LMTrainer.__init__
+def patched(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    self.add_callback(KillAt())
+training.LMTrainer.__init__ = patched
+train_hf.main(sys.argv[1:])
+"""
+
+
+def _train(argv: list[str], script: Path | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(script) if script else "train_hf.py", *argv]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_final_validation_loss(corpus_dir, tmp_path):
+    extra = ["--max_steps", "20", "--eval_steps", "5", "--save_steps", "5", "--dropout", "0.1"]
+    straight = _train(run_args(corpus_dir, tmp_path / "straight", *extra))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER.format(root=str(ROOT), step=13))
+    killed_dir = tmp_path / "killed"
+    killed = _train(run_args(corpus_dir, killed_dir, *extra), killer)
+    assert killed.returncode == -signal.SIGKILL
+    # a killed run never looks finished
+    assert not (killed_dir / "run_summary.json").exists() and (killed_dir / run_artifacts.MARKER).exists()
+    assert run_artifacts.last_complete_checkpoint(killed_dir).name == "checkpoint-10"
+
+    resumed = _train(run_args(corpus_dir, killed_dir, *extra, "--resume_from_checkpoint"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = json.loads((tmp_path / "straight" / "run_summary.json").read_text())["results"]
+    b = json.loads((killed_dir / "run_summary.json").read_text())["results"]
+    assert b["steps"] == a["steps"] == 20
+    assert b["validation"]["loss"] == pytest.approx(a["validation"]["loss"], rel=1e-6)
+    assert b["test"]["loss"] == pytest.approx(a["test"]["loss"], rel=1e-6)
+    with (killed_dir / "training_log.csv").open() as handle:
+        steps = [int(r["step"]) for r in csv.DictReader(handle) if r["loss"]]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # the killed steps 11-13 are not logged twice
+
+
+RECORDER = """
+import hashlib, os, sys
+sys.path.insert(0, {root!r})
+import train_hf
+from mygpt import training
+
+original = training.LMTrainer.training_step
+def recording(self, model, inputs, *args, **kwargs):
+    rank = int(os.environ.get("RANK", "0"))
+    with open(os.path.join({folder!r}, f"rank{{rank}}.txt"), "a") as handle:
+        for row in inputs["input_ids"]:
+            handle.write(f"{{self.state.global_step}} {{hashlib.sha1(row.numpy().tobytes()).hexdigest()}}\\n")
+    return original(self, model, inputs, *args, **kwargs)
+training.LMTrainer.training_step = recording
+train_hf.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_processes_train_on_different_batches(launcher, corpus_dir, tmp_path):
+    recorder = tmp_path / "recorder.py"
+    recorder.write_text(RECORDER.format(root=str(ROOT), folder=str(tmp_path)))
+    launch = {"torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+              "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                             str(ROOT / "configs/accelerate/cpu-ddp.yaml")]}[launcher]
+    out = tmp_path / "ddp"
+    result = subprocess.run([*launch, str(recorder), *run_args(corpus_dir, out, "--max_steps", "6")], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = {}
+    for rank in (0, 1):
+        rows = (tmp_path / f"rank{rank}.txt").read_text().split("\n")[:-1]
+        seen[rank] = [tuple(r.split()) for r in rows]
+        assert len(seen[rank]) == 6 * 4  # 6 steps of 4 blocks on each process
+    # less than one epoch: no block is trained on by both processes
+    assert not {h for _, h in seen[0]} & {h for _, h in seen[1]}
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["training"]["world_size"] == 2 and summary["training"]["tokens_per_step"] == 2 * 4 * 32
