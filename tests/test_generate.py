@@ -26,6 +26,15 @@ from generation_mygpt import STRATEGIES, STRATEGY_PRESETS, GreedyProcessor, TopK
 from modeling_mygpt import MyGPTForCausalLM
 from mygpt.tokenization import train_char_tokenizer
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; on a busy shared machine two threads mostly wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = 100
 KNOBS_UNDER_TEST = {  # one setting per strategy, plus a penalty so the repetition processor runs too
