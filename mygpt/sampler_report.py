@@ -478,7 +478,8 @@ def parse_arguments(argv: list[str] | None = None) -> SamplerReportArguments:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logger.setLevel(logging.INFO)  # progress of this report; other libraries stay at warnings
     args = parse_arguments(argv)
     try:
         report = build_report(args)
