@@ -190,33 +190,40 @@ def build_model(run: PreparedRun) -> torch.nn.Module:
     return MyGPTForCausalLM._from_config(config, attn_implementation=run.model_args.attn_implementation)
 
 
+def build_trainer(run: PreparedRun) -> LMTrainer:
+    """The model and the ``LMTrainer`` of a prepared run, with its callbacks (also used by bench/bench_train.py)."""
+    args, out = run.training_args, run.output_dir
+    set_seed(args.seed)  # the initial weights depend on it
+    model = build_model(run)
+    block = run.data_args.block_size
+    tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size * block
+    peak, peak_how = (run.run_args.peak_tflops * 1e12, "--peak_tflops") if run.run_args.peak_tflops else \
+        peak_flops_per_device(run.precision, args.use_cpu)
+    meter = ThroughputMeter(tokens_per_step, training_flops_per_token(model, block),
+                            peak * args.world_size if peak else None, peak_how)
+    logger.info("%s: %.2fM parameters, %d tokens per optimizer step, %s, %d process(es)",
+                run.model_args.architecture, model.num_parameters() / 1e6, tokens_per_step, run.precision,
+                args.world_size)
+    callbacks = [CsvLogCallback(out / "training_log.csv")]
+    if run.run_args.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(run.run_args.early_stopping_patience,
+                                               run.run_args.early_stopping_threshold))
+    return LMTrainer(
+        model=model, args=args, train_dataset=run.packed["train"], eval_dataset=run.packed["validation"],
+        processing_class=run.tokenizer, data_collator=default_data_collator, callbacks=callbacks,
+        split_stats={"eval": run.token_stats["validation"], "test": run.token_stats.get("test")}, meter=meter,
+    )
+
+
 def train(run: PreparedRun) -> dict[str, Any]:
     """Trains, evaluates, writes every artifact and returns the run summary."""
     started = time.time()
     args, out = run.training_args, run.output_dir
     file_log = _log_to_file(out / "train.log") if args.process_index == 0 else None
     logger.info("command: %s", shlex.join(["python", "train_hf.py", *run.argv]))
-    set_seed(args.seed)  # the initial weights depend on it
-    model = build_model(run)
-    n_params = sum(p.numel() for p in model.parameters())
-    block = run.data_args.block_size
-    tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size * block
-    peak, peak_how = (run.run_args.peak_tflops * 1e12, "--peak_tflops") if run.run_args.peak_tflops else \
-        peak_flops_per_device(run.precision, args.use_cpu)
-    flops_per_token = training_flops_per_token(model, block)
-    meter = ThroughputMeter(tokens_per_step, flops_per_token, peak * args.world_size if peak else None)
-    logger.info("%s: %.2fM parameters, %d tokens per optimizer step, %s, %d process(es)",
-                run.model_args.architecture, n_params / 1e6, tokens_per_step, run.precision, args.world_size)
-
-    callbacks = [CsvLogCallback(out / "training_log.csv")]
-    if run.run_args.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(run.run_args.early_stopping_patience,
-                                               run.run_args.early_stopping_threshold))
-    trainer = LMTrainer(
-        model=model, args=args, train_dataset=run.packed["train"], eval_dataset=run.packed["validation"],
-        processing_class=run.tokenizer, data_collator=default_data_collator, callbacks=callbacks,
-        split_stats={"eval": run.token_stats["validation"], "test": run.token_stats.get("test")}, meter=meter,
-    )
+    trainer = build_trainer(run)
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    tokens_per_step, peak_how = trainer.meter.tokens_per_step, trainer.meter.peak_how
     if args.process_index == 0:
         run.tokenizer.save_pretrained(str(out))
     try:

@@ -152,10 +152,12 @@ def decay_parameter_names(model: nn.Module) -> list[str]:
 class ThroughputMeter(TrainerCallback):
     """Training tokens per second, counting only time spent training (not evaluating or checkpointing)."""
 
-    def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops: float | None) -> None:
+    def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops: float | None,
+                 peak_how: str = "") -> None:
         self.tokens_per_step = tokens_per_step
         self.flops_per_token = flops_per_token
         self.peak_flops = peak_flops  # for all processes together
+        self.peak_how = peak_how  # how the peak was estimated, for the summary
         self._last = None  # time of the last training-step end (or of the end of an evaluation/save)
         self._seconds = 0.0
         self._steps = 0

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Training throughput of train_hf.py's Trainer against a plain PyTorch loop over the same model and batches.
+
+    python bench/bench_train.py                                   # shakespeare-char-cpu on tiny shakespeare
+    python bench/bench_train.py --preset cpu-quick --steps 60     # the default preset
+    python bench/bench_train.py --precisions fp32 bf16            # also compare bf16 autocast
+
+Both sides start from the same weights (same seed), visit the same blocks in the same order, and do the same
+work per step: forward, loss, backward, gradient clipping, AdamW with the same parameter groups, the same
+learning-rate schedule. The Trainer side is train_hf.py's own (``build_trainer``: callbacks, collator, logging
+every ``logging_steps``), with evaluation and checkpoints switched off so only training is timed. Runs alternate
+(Trainer, loop, Trainer, loop, ...) so that a change in the machine's load hits both; the medians are compared.
+Target: Trainer tokens/s >= 0.9 x the plain loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from transformers import get_scheduler  # noqa: E402
+
+import train_hf  # noqa: E402
+from mygpt.training import decay_parameter_names  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+def prepare(preset: str, data_files: list[str] | None, steps: int, precision: str, extra: list[str]):
+    out = tempfile.mkdtemp(prefix="bench-train-")
+    argv = ["--preset", preset, "--output_dir", out, "--overwrite", "--max_steps", str(steps),
+            "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
+            "--precision", precision, "--disable_tqdm", "true", *extra]
+    if data_files:
+        argv = ["--data_files", *data_files, *argv]
+    return train_hf.prepare_run(argv)
+
+
+def time_trainer(run) -> float:
+    """Tokens/s of train_hf's Trainer, counted as it counts them (training steps only)."""
+    trainer = train_hf.build_trainer(run)
+    trainer.train()
+    return trainer.meter.overall()["tokens_per_second"]
+
+
+def time_plain_loop(run) -> float:
+    """Tokens/s of a hand-written loop: same init, same block order, same optimizer, schedule and clipping."""
+    args = run.training_args
+    train_hf.set_seed(args.seed)
+    # The very batches the Trainer draws (its dataloader, its sampler, its seed), taken before the clock starts.
+    loader = train_hf.build_trainer(run).get_train_dataloader()
+    batches = [batch for batch, _ in zip(loader, range(args.max_steps))]
+    train_hf.set_seed(args.seed)
+    model = train_hf.build_model(run).train()  # the same initial weights as the Trainer's
+    decay = set(decay_parameter_names(model))
+    groups = [{"params": [p for n, p in model.named_parameters() if n in decay], "weight_decay": args.weight_decay},
+              {"params": [p for n, p in model.named_parameters() if n not in decay], "weight_decay": 0.0}]
+    # The Trainer's default optimizer (adamw_torch_fused): the same fused kernel here.
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                  eps=args.adam_epsilon, fused=True)
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=int(args.warmup_steps),
+                              num_training_steps=args.max_steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.precision == "bf16")
+    start = time.perf_counter()
+    for batch in batches:
+        with autocast:
+            loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - start
+    return sum(b["input_ids"].numel() for b in batches) / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="shakespeare-char-cpu")
+    parser.add_argument("--data_files", nargs="*", default=None,
+                        help=f"text to train on (default for char presets: {DEFAULT_DATA})")
+    parser.add_argument("--steps", type=int, default=300, help="optimizer steps per timed run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side (alternating)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args, extra = parser.parse_known_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_files = args.data_files
+    if data_files is None and args.preset.startswith("shakespeare-char"):
+        data_files = [str(DEFAULT_DATA)]
+    import os
+
+    print(f"bench_train: preset {args.preset}, {args.steps} steps x {args.repeats} runs, torch threads "
+          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} (the machine is shared: rerun if busy)")
+    print(f"{'precision':<10} {'run':>4} {'Trainer tok/s':>14} {'plain loop tok/s':>17}")
+    summary = {}
+    for precision in args.precisions:
+        run = prepare(args.preset, data_files, args.steps, precision, extra)
+        trainer_rates, loop_rates = [], []
+        for repeat in range(args.repeats):
+            trainer_rates.append(time_trainer(run))
+            loop_rates.append(time_plain_loop(run))
+            print(f"{precision:<10} {repeat:>4} {trainer_rates[-1]:>14.0f} {loop_rates[-1]:>17.0f}", flush=True)
+        summary[precision] = (statistics.median(trainer_rates), statistics.median(loop_rates))
+    print()
+    for precision, (trainer_rate, loop_rate) in summary.items():
+        print(f"{precision}: Trainer {trainer_rate:.0f} tok/s, plain loop {loop_rate:.0f} tok/s, "
+              f"ratio {trainer_rate / loop_rate:.3f} (target >= 0.9)")
+    if len(summary) == 2:
+        print(f"bf16 / fp32 (plain loop): {summary['bf16'][1] / summary['fp32'][1]:.3f}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
