@@ -90,7 +90,7 @@ def evaluation_text(args: AnalyzeArguments) -> tuple[str | None, str]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     text = args.text if args.text is not None else _read(args.text_file, "--text_file")
     text = text.replace("\\n", "\n") if args.text is not None else text  # "--text 'A:\nB'" from a shell
     eval_text, eval_source = evaluation_text(args)

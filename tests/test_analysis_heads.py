@@ -178,7 +178,7 @@ class CharTokenizer:
     def __len__(self) -> int:
         return self.vocab_size
 
-    def __call__(self, text, add_special_tokens=False):
+    def __call__(self, text, add_special_tokens=False, **kwargs):
         return {"input_ids": [ord(c) - 32 for c in text]}
 
     def decode(self, ids, clean_up_tokenization_spaces=False):

@@ -127,7 +127,8 @@ def encode(tokenizer, text: str, max_length: int | None = None) -> Encoded:
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError("the text is empty: give a few lines for the model to read")
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    # verbose=False: a long evaluation text is read in context-sized windows, so the length warning is noise
+    ids = list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
     if max_length is not None and len(ids) > max_length:
         raise ValueError(
             f"the text is {len(ids)} tokens long but the model's context is {max_length} tokens "

@@ -13,14 +13,16 @@ import logging
 import os
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .ablation import head_ablation, save_ablation_report
-from .attention import attention_for_text, save_attention_figures
-from .core import check_layers, context_length, encode, encode_corpus
+from .attention import TextAttention, attention_for_text, save_attention_figures
+from .core import Encoded, check_layers, context_length, encode, encode_corpus
 from .embeddings import save_embedding_report
 from .heads import HEAD_TYPE_SENTENCES, SCORE_NAMES, head_scores, save_head_report
 from .lens import logit_lens, save_lens_report
@@ -89,10 +91,7 @@ def run_analyses(model: torch.nn.Module, tokenizer, text: str, output_dir: str, 
         raise ValueError(f"eval_max_tokens must be at least 2, got {eval_max_tokens}")
     if eval_text is None:
         eval_text, eval_source = text, "the text itself"
-    # No token is longer than 32 characters in practice: cut before tokenising a whole held-out split.
-    reference = encode_corpus(tokenizer, eval_text[: 32 * eval_max_tokens])
-    if len(reference) > eval_max_tokens:
-        reference = encode_corpus(tokenizer, _cut_text(reference, eval_max_tokens))
+    reference = _encode_prefix(tokenizer, eval_text, eval_max_tokens)
     if "probes" in analyses and len(reference) < MIN_PROBE_TOKENS:
         raise ValueError(f"probes need at least {MIN_PROBE_TOKENS} tokens of evaluation text and {eval_source} "
                          f"has {len(reference)}: pass a longer evaluation text, or leave probes out of the analyses")
@@ -100,48 +99,93 @@ def run_analyses(model: torch.nn.Module, tokenizer, text: str, output_dir: str, 
     summary: dict = {"model": model_name, "n_layer": model.config.n_layer, "n_head": model.config.n_head,
                      "text_tokens": len(encoded), "eval_tokens": len(reference),
                      "eval_source": eval_source, "files": {}}
+    job = _Job(model, tokenizer, text, reference, layers, words, embedding_tokens, projections, seed, model_name)
     with staged_directory(output_dir) as folder:
-        if "attention" in analyses or "viewer" in analyses:
-            found = attention_for_text(model, tokenizer, text)
-            if "attention" in analyses:
-                summary["files"]["attention"] = _relative(save_attention_figures(found, folder, layers), folder)
-            if "viewer" in analyses:
-                path = write_attention_html(found.attentions, found.tokens, os.path.join(folder, "attention.html"),
-                                            title=f"Attention of {model_name}")
-                summary["files"]["viewer"] = _relative([path], folder)
-        if "heads" in analyses:
-            scores = head_scores(model, tokenizer, text, seed=seed)
-            summary["files"]["heads"] = _relative(save_head_report(scores, folder), folder)
-            summary["heads"] = {"table": scores.table(), "repeat_loss_first": scores.repeat_loss_first,
-                                "repeat_loss_second": scores.repeat_loss_second, "threshold": scores.threshold}
-        if "ablation" in analyses:
-            ablation = head_ablation(model, reference.input_ids)
-            summary["files"]["ablation"] = _relative(save_ablation_report(ablation, folder), folder)
-            summary["ablation"] = {"base_loss": ablation.base_loss, "delta": ablation.delta.tolist(),
-                                   "ranking": ablation.ranking()}
-        if "embeddings" in analyses:
-            report = save_embedding_report(model, tokenizer, reference.input_ids, folder, words=words,
-                                           max_tokens=embedding_tokens, methods=projections, seed=seed)
-            summary["files"]["embeddings"] = _relative(report.paths, folder)
-            summary["embeddings"] = {"neighbours": report.neighbours, "categories": report.category_counts,
-                                     "positions": report.position_note}
-        if "lens" in analyses:
-            lens = logit_lens(model, tokenizer, text)
-            summary["files"]["lens"] = _relative(save_lens_report(lens, tokenizer, folder), folder)
-            summary["lens"] = {"mean_next_token_prob": np.nanmean(lens.next_token_prob, axis=1).tolist(),
-                               "layers": lens.layer_names}
-        if "probes" in analyses:
-            probes = run_probes(model, reference, seed=seed)
-            summary["files"]["probes"] = _relative(save_probe_report(probes, folder), folder)
-            summary["probes"] = {
-                "n_train": probes.n_train, "n_test": probes.n_test, "skipped": probes.skipped,
-                "positives": probes.positives, "majority": probes.majority,
-                **{key: {n: v.tolist() for n, v in getattr(probes, key).items()}
-                   for key in ("accuracy", "balanced_accuracy", "random_accuracy", "random_balanced_accuracy")},
-            }
+        job.folder = folder
+        for name in analyses:
+            with _stage(name):
+                files, numbers = STAGES[name](job)
+            summary["files"][name] = _relative(files, folder)
+            if numbers is not None:
+                summary[name] = numbers
         write_text(os.path.join(folder, "summary.json"), json.dumps(_json_safe(summary), indent=2) + "\n")
         write_text(os.path.join(folder, "README.md"), readme(summary))
     return summary
+
+
+@dataclass
+class _Job:
+    """What every analysis stage reads."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    text: str
+    reference: Encoded  # the evaluation text
+    layers: list[int]
+    words: Sequence[str]
+    embedding_tokens: int
+    projections: Sequence[str]
+    seed: int
+    model_name: str
+    folder: str = ""
+    _attention: TextAttention | None = None
+
+    def attention(self) -> TextAttention:
+        """The text's attention weights, computed once for the figures and the viewer."""
+        if self._attention is None:
+            self._attention = attention_for_text(self.model, self.tokenizer, self.text)
+        return self._attention
+
+
+def _attention_figures(job: _Job) -> tuple[list[str], None]:
+    return save_attention_figures(job.attention(), job.folder, job.layers), None
+
+
+def _viewer(job: _Job) -> tuple[list[str], None]:
+    found = job.attention()
+    path = write_attention_html(found.attentions, found.tokens, os.path.join(job.folder, "attention.html"),
+                                title=f"Attention of {job.model_name}")
+    return [path], None
+
+
+def _heads(job: _Job) -> tuple[list[str], dict]:
+    scores = head_scores(job.model, job.tokenizer, job.text, seed=job.seed)
+    return save_head_report(scores, job.folder), {
+        "table": scores.table(), "repeat_loss_first": scores.repeat_loss_first,
+        "repeat_loss_second": scores.repeat_loss_second, "threshold": scores.threshold}
+
+
+def _ablation(job: _Job) -> tuple[list[str], dict]:
+    result = head_ablation(job.model, job.reference.input_ids)
+    return save_ablation_report(result, job.folder), {
+        "base_loss": result.base_loss, "delta": result.delta.tolist(), "ranking": result.ranking()}
+
+
+def _embeddings(job: _Job) -> tuple[list[str], dict]:
+    report = save_embedding_report(job.model, job.tokenizer, job.reference.input_ids, job.folder, words=job.words,
+                                   max_tokens=job.embedding_tokens, methods=job.projections, seed=job.seed)
+    return report.paths, {"neighbours": report.neighbours, "categories": report.category_counts,
+                          "positions": report.position_note}
+
+
+def _lens(job: _Job) -> tuple[list[str], dict]:
+    lens = logit_lens(job.model, job.tokenizer, job.text)
+    return save_lens_report(lens, job.tokenizer, job.folder), {
+        "mean_next_token_prob": np.nanmean(lens.next_token_prob, axis=1).tolist(), "layers": lens.layer_names}
+
+
+def _probes(job: _Job) -> tuple[list[str], dict]:
+    probes = run_probes(job.model, job.reference, seed=job.seed)
+    return save_probe_report(probes, job.folder), {
+        "n_train": probes.n_train, "n_test": probes.n_test, "skipped": probes.skipped,
+        "positives": probes.positives, "majority": probes.majority,
+        **{key: {n: v.tolist() for n, v in getattr(probes, key).items()}
+           for key in ("accuracy", "balanced_accuracy", "random_accuracy", "random_balanced_accuracy")},
+    }
+
+
+STAGES = {"attention": _attention_figures, "viewer": _viewer, "heads": _heads, "ablation": _ablation,
+          "embeddings": _embeddings, "lens": _lens, "probes": _probes}
 
 
 def _json_safe(value):
@@ -155,9 +199,27 @@ def _json_safe(value):
     return value
 
 
-def _cut_text(encoded, max_tokens: int) -> str:
-    """The prefix of the encoded text that holds its first ``max_tokens`` tokens."""
-    return encoded.text[: encoded.spans[max_tokens - 1][1]]
+def _encode_prefix(tokenizer, text: str, max_tokens: int):
+    """The first ``max_tokens`` tokens of ``text``, without tokenising all of a long held-out split: try a
+    prefix of 8 characters per token, double it until it is long enough, then cut at a token boundary."""
+    chars = 8 * max_tokens
+    while True:
+        encoded = encode_corpus(tokenizer, text[:chars])
+        if len(encoded) >= max_tokens or chars >= len(text):
+            break
+        chars *= 2
+    if len(encoded) > max_tokens:
+        encoded = encode_corpus(tokenizer, encoded.text[: encoded.spans[max_tokens - 1][1]])
+    return encoded
+
+
+@contextlib.contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Log how long each analysis took: on a CPU some take minutes, and a learner should know which."""
+    logger.info("%s ...", name)
+    start = time.perf_counter()
+    yield
+    logger.info("%s done in %.1f s", name, time.perf_counter() - start)
 
 
 def readme(summary: dict) -> str:
