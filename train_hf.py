@@ -158,7 +158,10 @@ def prepare_run(argv: list[str]) -> PreparedRun:
         if resume_from is not None:
             tokenizer = AutoTokenizer.from_pretrained(str(resume_from))  # the very tokenizer the run started with
         else:
-            training_text = iter_texts((row["text"] for row in texts["train"]), data_args.tokenizer_train_bytes)
+            budget = data_args.tokenizer_train_bytes
+            if budget is None and data_args.streaming:
+                budget = 100_000_000  # a stream may be endless: learn the vocabulary from its first 100 MB
+            training_text = iter_texts((row["text"] for row in texts["train"]), budget)
             tokenizer = build_tokenizer(data_args.tokenizer, training_text, data_args.vocab_size,
                                         cache_dir() / "tokenizers")
         tokenizer.model_max_length = n_positions

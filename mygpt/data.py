@@ -63,7 +63,8 @@ class DataArguments:
                 "pretrained tokenizer: Hub id (online) or folder."})
     vocab_size: int = field(default=16384, metadata={"help": "Vocabulary size of the learnt BPE."})
     tokenizer_train_bytes: int | None = field(default=None, metadata={
-        "help": "Learn the tokenizer from at most this many bytes of training text (default: all of it)."})
+        "help": "Learn the tokenizer from at most this many bytes of training text (default: all of it; the "
+                "first 100 MB of a stream)."})
     block_size: int = field(default=256, metadata={"help": "Tokens per training example (the context length)."})
     preprocessing_num_workers: int | None = field(default=None, metadata={
         "help": "Processes for datasets.map tokenisation."})

@@ -173,6 +173,20 @@ def test_tokenizer_is_learnt_from_the_training_split_only(corpus_dir, tmp_path):
     assert "zyzzyvaquux" in "".join([*run.texts["validation"]["text"], *run.texts["test"]["text"]])
 
 
+def test_streamed_dataset_trains_for_max_steps(tmp_path):
+    folder = tmp_path / "stories"
+    folder.mkdir()
+    rng = random.Random(1)
+    rows = [{"story": " ".join(rng.choice(WORDS) for _ in range(60))} for _ in range(200)]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    argv = ["--dataset", str(folder), "--text_column", "story", "--streaming", "--streaming_eval_documents", "20",
+            "--output_dir", str(tmp_path / "out"), *TINY, "--max_steps", "6"]
+    summary = train_hf.main(argv)
+    assert summary["results"]["steps"] == 6 and summary["data"]["tokens"]["train"] == {"streamed": True}
+    assert summary["data"]["splits"]["validation"]["documents"] == 20
+    assert heldout_texts(tmp_path / "out", "validation") == [r["story"] for r in rows[:20]]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Presets and arguments
 
