@@ -39,8 +39,8 @@ from mygpt.arguments import LMTrainingArguments, ModelArguments, RunArguments, p
 from mygpt.corpus import cache_dir
 from mygpt.data import DataArguments, data_arguments_record, load_text_splits, tokenize_and_pack
 from mygpt.tokenization import build_tokenizer, iter_texts
-from mygpt.training import (CsvLogCallback, LMTrainer, ThroughputMeter, choose_precision, cpu_name, peak_flops_per_device,
-                            training_flops_per_token, write_log_csv)
+from mygpt.training import (CsvLogCallback, LMTrainer, ThroughputMeter, choose_precision, cpu_name,
+                            peak_flops_per_device, training_flops_per_token, write_log_csv)
 
 logger = logging.getLogger("train_hf")
 
@@ -58,7 +58,7 @@ class PreparedRun:
     resume_from: Path | None
     precision: str
     tokenizer: PreTrainedTokenizerBase
-    texts: Any  # the raw DatasetDict
+    texts: Any  # the raw text splits: a DatasetDict (its train split an IterableDataset when streaming)
     data_info: dict[str, Any]
     packed: dict[str, Any]
     token_stats: dict[str, dict[str, int]]
@@ -68,7 +68,8 @@ class PreparedRun:
 # Checks and preparation: every mistake in the input is found here, before anything is written.
 
 
-def model_config(model_args: ModelArguments, n_positions: int, tokenizer: PreTrainedTokenizerBase | None) -> MyGPTConfig:
+def model_config(model_args: ModelArguments, n_positions: int,
+                 tokenizer: PreTrainedTokenizerBase | None) -> MyGPTConfig:
     """The ``MyGPTConfig`` of the run (``ValueError`` naming the field for impossible values)."""
     vocab_size = len(tokenizer) if tokenizer is not None else 256
     return MyGPTConfig(

@@ -203,7 +203,8 @@ def _load_dataset_splits(args: DataArguments) -> tuple[datasets.DatasetDict | da
                          "seed": args.split_seed}
     if args.streaming:
         # Held-out text is small: keep it in memory, so evaluation is exact and repeatable.
-        splits = {name: (ds if name == "train" else datasets.Dataset.from_list(list(ds))) for name, ds in splits.items()}
+        splits = {name: (ds if name == "train" else datasets.Dataset.from_list(list(ds)))
+                  for name, ds in splits.items()}
         info["splits"] = {name: _describe_dataset(ds) for name, ds in splits.items() if name != "train"}
         _log_splits(info)
         return datasets.DatasetDict(splits), info

@@ -112,7 +112,8 @@ def plot_loss_curve(log_history: list[dict[str, Any]], tokens_per_step: int, pat
     ax.set_ylabel("loss (nats per token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    top = ax.secondary_xaxis("top", functions=(lambda s: s * tokens_per_step / 1e6, lambda t: t * 1e6 / tokens_per_step))
+    top = ax.secondary_xaxis("top", functions=(lambda step: step * tokens_per_step / 1e6,
+                                               lambda tokens: tokens * 1e6 / tokens_per_step))
     top.set_xlabel("training tokens (millions)")
     fig.tight_layout()
     fig.savefig(path)

@@ -27,7 +27,8 @@ UNK_TOKEN = "<|unk|>"  # only the character vocabulary needs it (a byte-level BP
 BUILTIN_TOKENIZERS = ("bpe", "char")
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 16384, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 16384,
+                        min_frequency: int = 2) -> PreTrainedTokenizerFast:
     """Learns a GPT-2-style byte-level BPE from ``texts``.
 
     The 256 byte symbols are always in the vocabulary, so any string round-trips exactly
@@ -113,7 +114,7 @@ def build_tokenizer(
     vocab_size: int = 16384,
     cache_dir: str | os.PathLike | None = None,
 ) -> PreTrainedTokenizerBase:
-    """Returns the tokenizer named by ``kind``: ``"bpe"``, ``"char"`` (learnt from ``training_texts``), or a pretrained name.
+    """The tokenizer named by ``kind``: ``"bpe"`` or ``"char"`` (learnt from ``training_texts``), or a pretrained one.
 
     Learnt tokenizers are cached in ``cache_dir`` under a digest of the training text and settings, so a second
     run (or a second process of a distributed run) loads the very same vocabulary instead of learning it again.

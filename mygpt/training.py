@@ -15,6 +15,7 @@ import csv
 import logging
 import math
 import os
+import platform
 import re
 import time
 from pathlib import Path
@@ -99,8 +100,6 @@ def cpu_name() -> str:
         found = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
     except OSError:
         found = None
-    import platform
-
     return found.group(1).strip() if found else platform.machine()
 
 
