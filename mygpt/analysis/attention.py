@@ -17,6 +17,7 @@ import torch
 
 from .core import Encoded, check_heads, check_layers, context_length, display_token, encode, stacked_attentions
 from .plotting import plt, save_figure
+from matplotlib.colors import PowerNorm
 
 
 @dataclass
@@ -82,15 +83,28 @@ def _fits(cell_inches: float, n: int) -> float:
     return float(np.clip(0.75 * cell_inches * 72 / max(n, 1), 2.5, 9.0))
 
 
+# Square-root colour scale: trained heads spread much of their weight thinly (0.02-0.1 per key), which a linear
+# scale would paint white; the colour bar on every figure shows the real values.
+NORM = PowerNorm(gamma=0.5, vmin=0.0, vmax=1.0)
+
+
 def _draw_head(ax, weights: np.ndarray, tokens: list[str], xlabels: bool, ylabels: bool, title: str,
-               size: float) -> None:
+               size: float):
     n = len(tokens)
-    ax.imshow(weights, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    image = ax.imshow(weights, cmap="Blues", norm=NORM, interpolation="nearest")
     # Ticks are costly to draw (hundreds per square): make them only where labels are shown.
     ax.set_xticks(range(n) if xlabels else [], labels=tokens if xlabels else [], rotation=90, fontsize=size)
     ax.set_yticks(range(n) if ylabels else [], labels=tokens if ylabels else [], fontsize=size)
     ax.tick_params(length=0)
     ax.set_title(title, fontsize=9)
+    return image
+
+
+def _finish(fig, axes, image, title: str, height: float) -> None:
+    """Title close above the squares (no empty band) and one colour bar for all of them."""
+    fig.subplots_adjust(top=1.0 - 0.8 / height, right=0.9)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight (square-root scale)")
+    fig.suptitle(title)
 
 
 def plot_attention_grid(attentions: torch.Tensor, tokens: Sequence[str], path: str,
@@ -107,14 +121,14 @@ def plot_attention_grid(attentions: torch.Tensor, tokens: Sequence[str], path: s
     heads = check_heads(heads, n_head)
     labels = [display_token(t) for t in tokens]
     cell = float(np.clip(0.06 * len(tokens), 1.8, 4.0))  # inches per square: room for the token labels
-    fig, axes = plt.subplots(len(layers), len(heads), figsize=(cell * len(heads) + 1, cell * len(layers) + 1),
-                             squeeze=False)
+    height = cell * len(layers) + 1
+    fig, axes = plt.subplots(len(layers), len(heads), figsize=(cell * len(heads) + 2, height), squeeze=False)
     weights = attentions.float().numpy()
     for r, layer in enumerate(layers):
         for c, head in enumerate(heads):
-            _draw_head(axes[r][c], weights[layer, head], labels, xlabels=r == len(layers) - 1, ylabels=c == 0,
-                       title=f"layer {layer} head {head}", size=_fits(cell, len(tokens)))
-    fig.suptitle(title)
+            image = _draw_head(axes[r][c], weights[layer, head], labels, xlabels=r == len(layers) - 1,
+                               ylabels=c == 0, title=f"layer {layer} head {head}", size=_fits(cell, len(tokens)))
+    _finish(fig, axes, image, title, height)
     return save_figure(fig, path)
 
 
@@ -126,16 +140,18 @@ def plot_layer(attentions: torch.Tensor, tokens: Sequence[str], layer: int, path
     cols = min(n_head, 4 if len(tokens) <= 40 else 2)
     rows = math.ceil(n_head / cols)
     cell = float(np.clip(0.1 * len(tokens), 3.0, 10.0))  # ~7 pt per token label up to 100 tokens
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + 0.6), squeeze=False)
+    height = cell * rows + 1
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 1.5, height), squeeze=False)
     weights = attentions.float().numpy()
     for head in range(rows * cols):
         ax = axes[head // cols][head % cols]
         if head >= n_head:
             ax.axis("off")
             continue
-        _draw_head(ax, weights[layer, head], labels, xlabels=True, ylabels=True, title=f"head {head}",
-                   size=_fits(cell, len(tokens)))
-    fig.suptitle(f"Layer {layer}: attention of each head (rows: query token, columns: key token)")
+        image = _draw_head(ax, weights[layer, head], labels, xlabels=True, ylabels=True, title=f"head {head}",
+                           size=_fits(cell, len(tokens)))
+    _finish(fig, axes, image, f"Layer {layer}: attention of each head (rows: query token, columns: key token)",
+            height)
     return save_figure(fig, path)
 
 
