@@ -245,6 +245,15 @@ class LMTrainer(Trainer):
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         return decay_parameter_names(model)
 
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        # A checkpoint stores a tied LM head once, under the embedding; transformers 5.24 then reports the head as
+        # "missing" when it loads the best checkpoint. It is not missing: re-tie, and keep real warnings only.
+        tied = set(getattr(self.model, "_tied_weights_keys", None) or {})
+        missing = [key for key in load_result.missing_keys if key not in tied]
+        if len(missing) < len(load_result.missing_keys):
+            self.model.tie_weights()
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
     def evaluation_loop(self, dataloader, description: str, prediction_loss_only: bool | None = None,
                         ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
