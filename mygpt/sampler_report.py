@@ -344,7 +344,7 @@ def render_plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("loglik_model", f"log-likelihood under the model (nats/token)")]
+    panels = [("loglik_model", "log-likelihood under the model (nats/token)")]
     if report["judge"] is not None:
         panels.append(("loglik_judge", f"log-likelihood under the judge {Path(report['judge']).name} (nats/token)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5.5), squeeze=False)
@@ -404,7 +404,11 @@ def build_report(args: SamplerReportArguments) -> dict[str, Any]:
         from mygpt.data import heldout_texts
 
         run_dir = args.run_dir or args.model
-        texts = heldout_texts(run_dir, args.split)
+        try:
+            texts = heldout_texts(run_dir, args.split)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{error}: prompts come from a finished training run's held-out text; pass "
+                                    "--run_dir RUN, or --prompt_file FILE") from None
         prompts = heldout_prompts(texts, tokenizer, args.num_prompts, args.prompt_tokens, args.max_new_tokens, args.seed)
     context = model_context_length(model)
     longest = max(len(p.ids) for p in prompts)
