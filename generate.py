@@ -220,6 +220,7 @@ def generate_texts(model: Any, tokenizer: Any, prompt: str, strategy: str, knobs
         "max_new_tokens": max_new_tokens,
         "num_return_sequences": num_return_sequences,
         "streamer": streamer,
+        "use_cache": True,  # whatever a saved generation_config says (a training run may have saved False)
         **special_token_kwargs(model, tokenizer),
     })
     sequences = model.generate(input_ids, **kwargs)  # (num_return_sequences, T + new)

@@ -176,7 +176,7 @@ def generate_continuations(model: Any, tokenizer: Any, prompts: list[Prompt], st
     mask = torch.tensor([[0] * (width - len(p.ids)) + [1] * len(p.ids) for p in prompts], device=device)
     set_seed(seed)
     out = model.generate(input_ids, **strategy_generate_kwargs(strategy, {
-        **knobs, "attention_mask": mask, "max_new_tokens": max_new_tokens, **specials}))
+        **knobs, "attention_mask": mask, "max_new_tokens": max_new_tokens, "use_cache": True, **specials}))
     eos = model.generation_config.eos_token_id if "eos_token_id" not in specials else specials["eos_token_id"]
     eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
     continuations = []

@@ -329,6 +329,16 @@ def test_cli_works_with_a_transformers_gpt2_folder(model_dir, tmp_path, capsys):
     assert run_cli(capsys, "--model", str(gpt2_dir), *argv) == run_cli(capsys, "--model", model_dir, *argv)
 
 
+def test_cli_generates_with_the_kv_cache_even_when_the_saved_generation_config_says_not_to(model_dir):
+    model, tokenizer = generate_cli.load_model_and_tokenizer(model_dir)
+    model.generation_config.use_cache = False  # as a run saved with training's use_cache=False would say
+    lengths = []
+    model.transformer.register_forward_pre_hook(lambda module, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]),
+                                                with_kwargs=True)
+    generate_cli.generate_texts(model, tokenizer, "ROMEO:", "top_k", {}, max_new_tokens=5)
+    assert lengths == [len("ROMEO:"), 1, 1, 1, 1]  # the prompt once, then one new token per step
+
+
 BAD_INPUT = [
     (["--model", "{tmp}", "--prompt", "ROMEO:"], "not a model folder: it has no config.json"),
     (["--model", "./no/such/folder", "--prompt", "ROMEO:"], "does not exist"),
