@@ -125,6 +125,20 @@ def test_strategy_is_honoured_with_and_without_the_kv_cache(model, prompt, strat
         assert torch.isfinite(out.scores[0]).all(), "temperature alone must keep all 100 tokens"
 
 
+def test_knobs_saved_in_the_models_generation_config_do_not_run_besides_ours(prompt):
+    """train_hf.py saves do_sample=True, temperature=0.8, top_k=50 as the model's defaults; with a strategy,
+    only our chain may act."""
+    torch.manual_seed(0)
+    model = MyGPTForCausalLM(tiny_config()).eval()
+    model.generation_config.update(do_sample=True, temperature=0.3, top_k=5, top_p=0.5, repetition_penalty=2.0)
+    for strategy, knobs in [("temperature", {"temperature": 1.4}), ("greedy", {})]:
+        out = model.generate(prompt, strategy=strategy, max_new_tokens=4, return_dict_in_generate=True,
+                             output_scores=True, output_logits=True, **knobs)
+        chain = make_sampler(strategy, **knobs)
+        for step, (scores, logits) in enumerate(zip(out.scores, out.logits)):
+            assert torch.equal(scores, chain(out.sequences[:, : prompt.shape[1] + step], logits.clone()))
+
+
 def test_standard_generate_arguments_keep_working(model, prompt):
     set_seed(0)
     many = model.generate(prompt, strategy="top_k", top_k=10, max_new_tokens=12, num_return_sequences=3)
