@@ -89,6 +89,8 @@ class SamplerReportArguments:
     grid: str = field(default="full", metadata={"help": "Knob grid.", "choices": list(GRIDS)})
     seed: int = field(default=0, metadata={"help": "Seed for the prompt choice and for every setting's sampling."})
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, ..."})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads (default: torch's choice); on a busy shared machine 1 is often fastest."})
 
 
 @dataclass
@@ -378,8 +380,8 @@ def render_plot(report: dict[str, Any], path: Path) -> None:
 
 
 def check_arguments(args: SamplerReportArguments) -> None:
-    for name in ("num_prompts", "prompt_tokens", "max_new_tokens"):
-        if getattr(args, name) < 1:
+    for name in ("num_prompts", "prompt_tokens", "max_new_tokens", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.prompt_file is None and args.num_prompts < 2:
         raise ValueError("--num_prompts must be >= 2: self-BLEU compares continuations of different prompts")
@@ -389,6 +391,8 @@ def build_report(args: SamplerReportArguments) -> dict[str, Any]:
     """Run every setting of the grid and measure it; returns the JSON-able report."""
     check_arguments(args)
     settings = grid_settings(args.grid)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     model, tokenizer = load_model_and_tokenizer(args.model, device)
     judge = None
