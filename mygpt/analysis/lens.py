@@ -71,7 +71,7 @@ def lens_markdown(result: LensResult, tokenizer) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_lens_report(result: LensResult, tokenizer, output_dir: str, max_positions: int = 48) -> list[str]:
+def save_lens_report(result: LensResult, tokenizer, output_dir: str, max_positions: int = 64) -> list[str]:
     """logit_lens.md (all positions) and a heatmap of the first ``max_positions`` positions: colour is the
     probability given to the token that really comes next, the text is each layer's top guess."""
     shown = min(max_positions, len(result.encoded))
