@@ -31,9 +31,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -179,7 +180,7 @@ def generate_continuations(model: Any, tokenizer: Any, prompts: list[Prompt], st
     set_seed(seed)
     out = model.generate(input_ids, **strategy_generate_kwargs(strategy, {
         **knobs, "attention_mask": mask, "max_new_tokens": max_new_tokens, "use_cache": True, **specials}))
-    eos = model.generation_config.eos_token_id if "eos_token_id" not in specials else specials["eos_token_id"]
+    eos = specials.get("eos_token_id", model.generation_config.eos_token_id)
     eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
     continuations = []
     for row in out[:, width:].tolist():
@@ -306,13 +307,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     columns = ["curve", "knob", "distinct-1", "distinct-2", "distinct-3", "self-BLEU", "rep. 4-gram",
                "log-lik model"] + (["log-lik judge"] if has_judge else []) + ["new tokens", "example (prompt 1)"]
     args = report["arguments"]
+    source = f"held-out {args['split']} split" if report["reference"] else f"from {args['prompt_file']}"
+    setup = (f"{len(report['prompts'])} prompts ({source}), {args['max_new_tokens']} new tokens each, seed "
+             f"{args['seed']}, one continuation per prompt and setting. Judge: {report['judge'] or 'none'}. "
+             "Log-likelihoods are mean nats per token (higher = more likely); self-BLEU is between the "
+             "continuations of different prompts (lower = more diverse). "
+             f"Generated in {report['seconds']:.0f} s on {report['device']}.")
     lines = [
-        f"# Sampler report: {report['model']}", "",
-        f"{len(report['prompts'])} prompts ({'held-out ' + args['split'] + ' split' if report['reference'] else 'from ' + str(args['prompt_file'])}), "
-        f"{args['max_new_tokens']} new tokens each, seed {args['seed']}, one continuation per prompt and setting. "
-        f"Judge: {report['judge'] or 'none'}. Log-likelihoods are mean nats per token (higher = more likely); "
-        "self-BLEU is between the continuations of different prompts (lower = more diverse). "
-        f"Generated in {report['seconds']:.0f} s on {report['device']}.", "",
+        f"# Sampler report: {report['model']}", "", setup, "",
         "![quality against diversity](sampler_report.png)", "",
         "## Findings", "", *[f"- {line}" for line in report["findings"]], "",
         "## All settings", "",

@@ -12,7 +12,6 @@ import sys
 import pytest
 import torch
 from transformers import (
-    GPT2LMHeadModel,
     LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
@@ -22,9 +21,10 @@ from transformers.generation.streamers import BaseStreamer
 
 import generate as generate_cli
 from configuration_mygpt import MyGPTConfig
-from generation_mygpt import STRATEGIES, STRATEGY_PRESETS, GreedyProcessor, TopKProcessor, make_sampler
+from generation_mygpt import STRATEGIES, STRATEGY_PRESETS, make_sampler
 from modeling_mygpt import MyGPTForCausalLM
 from mygpt.tokenization import train_char_tokenizer
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():

@@ -14,9 +14,10 @@ from generation_mygpt import make_sampler
 from modeling_mygpt import MyGPTForCausalLM
 from mygpt import sampler_report
 from mygpt.data import DataArguments, data_arguments_record, heldout_texts, load_text_splits
-from mygpt.sampler_report import Prompt, grid_settings, heldout_prompts, label, loglik, text_rows
+from mygpt.sampler_report import grid_settings, heldout_prompts, label, loglik, text_rows
 from mygpt.text_metrics import distinct_n
 from mygpt.tokenization import train_char_tokenizer
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
