@@ -102,16 +102,24 @@ def plot_bits_per_byte(results: dict[str, Any], path: str | os.PathLike) -> None
     plt.close(fig)
 
 
-def _smooth(values: list[float], width: int) -> list[float]:
-    """Running mean over ``width`` points (centred; shorter at the ends), to read a noisy curve."""
-    if width <= 1:
-        return list(values)
-    half = width // 2
-    out = []
-    for i in range(len(values)):
-        chunk = values[max(0, i - half) : i + half + 1]
-        out.append(sum(chunk) / len(chunk))
-    return out
+def _log_bins(positions: list[int], nats: list[float], counts: list[int], n_bins: int = 24):
+    """Average the curve over bins evenly spaced in log(position), weighting by the number of predictions.
+
+    Neighbouring positions hold different tokens of the same windows, so the raw curve is noisy; log bins
+    keep every position of the short contexts and average more of the long ones, matching the log x axis.
+    Returns ``(bin centres, mean nats)``.
+    """
+    top = max(positions)
+    edges = sorted({round(top ** (i / n_bins)) for i in range(n_bins + 1)} | {1, top + 1})
+    centres, means = [], []
+    by_position = {p: (n, c) for p, n, c in zip(positions, nats, counts)}
+    for lo, hi in zip(edges, edges[1:]):
+        inside = [by_position[p] for p in range(lo, hi) if p in by_position]
+        weight = sum(c for _, c in inside)
+        if weight:
+            centres.append(math.sqrt(lo * (hi - 1)))
+            means.append(sum(n * c for n, c in inside) / weight)
+    return centres, means
 
 
 def plot_loss_by_position(results: dict[str, Any], path: str | os.PathLike) -> None:
@@ -119,21 +127,22 @@ def plot_loss_by_position(results: dict[str, Any], path: str | os.PathLike) -> N
 
     Left: mean nats per token against the number of tokens of context (each model in its own tokens). Right:
     the same normalised to be comparable across tokenizers: nats / (bytes per token * ln 2) ~ bits per byte,
-    against context measured in characters (position * chars per token). Curves are lightly smoothed.
+    against context measured in characters (position * chars per token). Positions are averaged in log-spaced
+    bins (see :func:`_log_bins`); ``report.json`` keeps every position.
     """
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for i, model in enumerate(results["models"]):
         scores = model["scores"]
         curve = scores["loss_by_position"]
-        positions, nats = curve["context_length"], curve["mean_nats"]
-        if not positions:
+        if not curve["context_length"]:
             continue
-        smoothed = _smooth(nats, max(1, len(positions) // 50))
+        centres, means = _log_bins(curve["context_length"], curve["mean_nats"], curve["predictions"])
         bytes_per_token = scores["n_bytes"] / scores["n_tokens"]
-        left.plot(positions, smoothed, color=f"C{i}", label=model["name"], lw=1.4)
-        right.plot([p * scores["chars_per_token"] for p in positions],
-                   [n / (bytes_per_token * math.log(2)) for n in smoothed], color=f"C{i}", label=model["name"], lw=1.4)
+        left.plot(centres, means, color=f"C{i}", label=model["name"], lw=1.4, marker=".", ms=3)
+        right.plot([p * scores["chars_per_token"] for p in centres],
+                   [n / (bytes_per_token * math.log(2)) for n in means], color=f"C{i}", label=model["name"], lw=1.4,
+                   marker=".", ms=3)
     left.set_xlabel("context length (tokens of the model's own tokenizer)")
     left.set_ylabel("mean loss (nats per token)")
     left.set_title("Loss by position in the context window", fontsize=10)
@@ -233,15 +242,20 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"{own:.4f}" if own is not None else "–", f"{timing['score_seconds']:.1f}",
         ])
     lines += _table(["model", "bits/byte ↓", "bits/char", "tokens", "chars/token", "perplexity per own token",
-                     "window / stride", "training run's own test bits/byte", "scoring time (s)"], rows)
+                     "window / stride", "run's own test bits/byte †", "scoring time (s)"], rows)
     lines += [
         "",
         "Per-token perplexity is only comparable between models that share a tokenizer: a tokenizer with longer "
         "tokens (more chars/token) has fewer, harder-to-predict tokens and so a higher perplexity for the same "
         "text. Each text was read with a sliding window (window / stride above, as in Hugging Face's perplexity "
         "guide), every token predicted exactly once, starting from the tokenizer's start-of-text token so the "
-        "first token counts too. The training run's own figure (when present) uses non-overlapping blocks of "
-        "its training context, so each token sees less context on average and the figure is a little higher.",
+        "first token counts too.",
+        "",
+        "† Computed by `train_hf.py` at the end of training, on that run's whole test split, with non-overlapping "
+        "blocks of its training context (each token sees less context on average, so it is a little higher). It "
+        "checks this report only when the report reads the same split in full"
+        + (" — this one does not (see the text above)." if data.get("source") != "run_split" or data.get("max_chars")
+           else "."),
         "",
         "![bits per byte](bits_per_byte.png)",
         "",
@@ -300,7 +314,7 @@ def _framing(results: dict[str, Any]) -> list[str]:
     seen = []
     for m in models:
         t = m["training"]
-        what = t.get("data") or "unknown data (not a run of this project: see its model card)"
+        what = t.get("data") or "unknown data (no run_summary.json beside it: not a finished run of this project)"
         tokens = f"{_count(t['tokens_seen'])} tokens" if t.get("tokens_seen") else "an unknown number of tokens"
         seen.append(f"`{m['name']}` on {what}, {tokens}")
     facts = {(m["training"].get("data"), m["training"].get("tokens_seen")) for m in models}

@@ -299,3 +299,10 @@ def test_an_unreachable_hub_dataset_is_a_clear_error():
     args = evaluate_models.parse_args(["--models", "m", "--dataset", "no-such-org/no-such-dataset"])
     with pytest.raises(ValueError, match="'no-such-org/no-such-dataset'.*Hub cannot be reached"):
         evaluate_models.load_eval_text(args)
+
+
+def test_log_bins_average_the_curve_weighted_by_predictions():
+    centres, means = eval_report._log_bins([1, 2, 3, 4], [1.0, 2.0, 4.0, 6.0], [1, 1, 3, 1], n_bins=2)
+    # Edges 1, 2, 4, 5 (powers of 4 ** (i / 2), then past the end): bins {1}, {2, 3} weighted by counts, {4}.
+    assert means == pytest.approx([1.0, (2.0 + 4.0 * 3) / 4, 6.0])
+    assert centres == pytest.approx([1.0, math.sqrt(2 * 3), 4.0])
