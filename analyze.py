@@ -32,7 +32,8 @@ class AnalyzeArguments:
     eval_file: str | None = field(default=None, metadata={
         "help": "Held-out text for head ablation losses, probes and token frequencies. Default: the validation "
                 "split of the run that trained --model (rebuilt from its run_summary.json), else the text."})
-    eval_max_tokens: int = field(default=8192, metadata={"help": "Use at most this many tokens of the evaluation text."})
+    eval_max_tokens: int = field(default=8192, metadata={
+        "help": "Use at most this many tokens of the evaluation text."})
     analyses: list[str] = field(default_factory=lambda: list(ANALYSES), metadata={
         "help": f"Which analyses to run, from: {' '.join(ANALYSES)}."})
     layers: list[int] | None = field(default=None, metadata={

@@ -133,7 +133,8 @@ def test_without_an_eval_file_a_runs_validation_split_is_used(model_dir, tmp_pat
     for name in os.listdir(model_dir):
         os.symlink(os.path.join(model_dir, name), run / name)
     asked = []
-    monkeypatch.setattr(mygpt.data, "heldout_texts", lambda folder, split: asked.append((folder, split)) or [PLAY, PLAY])
+    monkeypatch.setattr(mygpt.data, "heldout_texts",
+                        lambda folder, split: asked.append((folder, split)) or [PLAY, PLAY])
     args = analyze.parse_args(["--model", model_dir, "--text", TEXT])
     assert analyze.evaluation_text(args) == (None, "the text itself")  # not a finished run: no run_summary.json
     (run / "run_summary.json").write_text("{}")

@@ -202,9 +202,19 @@ def test_head_scores_find_the_induction_and_previous_token_heads_of_a_model():
     assert result.repeat_loss_second < result.repeat_loss_first - 1.0
 
 
-def test_head_scores_reject_a_text_longer_than_the_context():
-    with pytest.raises(ValueError, match="context is 64 tokens"):
-        head_scores(HandMadeInductionModel(), CharTokenizer(), "x" * 65)
+def test_a_text_longer_than_the_context_is_scored_window_by_window():
+    model, tokenizer = HandMadeInductionModel(), CharTokenizer()
+    text = TEXT * 4  # one token per character: windows of 64, 64 and the rest (16 tokens)
+    last = len(text) - 128
+    assert last >= 4
+    whole = head_scores(model, tokenizer, text, repeat_length=12, repeat_batch=2)
+    parts = [head_scores(model, tokenizer, text[i : i + 64], repeat_length=12, repeat_batch=2) for i in (0, 64, 128)]
+    for name in ("previous_token", "first_token", "local_window"):
+        expected = (64 * parts[0].scores[name] + 64 * parts[1].scores[name] + last * parts[2].scores[name]) / len(text)
+        np.testing.assert_allclose(whole.scores[name], expected, rtol=1e-6)
+    assert whole.text_tokens == len(text) and whole.scores["previous_token"][0, 1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="head scores need at least 4"):
+        head_scores(model, tokenizer, "ab")
 
 
 def test_head_report_writes_a_table_a_heatmap_per_score_and_a_sentence_per_type(tmp_path):

@@ -27,7 +27,8 @@ def _blocks(model: torch.nn.Module):
     try:
         return model.transformer.h
     except AttributeError as err:
-        raise TypeError(f"{type(model).__name__} has no transformer.h: head ablation needs a GPT-2-shaped model") from err
+        raise TypeError(
+            f"{type(model).__name__} has no transformer.h: head ablation needs a GPT-2-shaped model") from err
 
 
 def _head_dim(c_proj: torch.nn.Module, n_head: int) -> int:

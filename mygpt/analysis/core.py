@@ -218,7 +218,8 @@ def load_model_and_tokenizer(path: str, device: str = "cpu", eager: bool = False
     if not os.path.isdir(path) and offline:
         raise FileNotFoundError(f"model folder {path!r} does not exist (and the Hub is offline, so it is not a Hub id)")
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"{path!r} is not a saved model: it has no config.json (expected a save_pretrained folder)")
+        raise FileNotFoundError(
+            f"{path!r} is not a saved model: it has no config.json (expected a save_pretrained folder)")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, trust_remote_code=remote_code, attn_implementation="eager" if eager else None

@@ -24,12 +24,12 @@ import io
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .core import context_length, encode, forward
+from .core import context_length, encode_corpus, forward, windows
 from .plotting import heatmap, write_text
 
 logger = logging.getLogger(__name__)
@@ -153,7 +153,8 @@ class HeadScores:
     threshold: float
     repeat_loss_first: float  # mean next-token loss on the first copy of the random sequence
     repeat_loss_second: float  # ... and on its repeat: much lower when induction heads work
-    notes: list[str] = field(default_factory=list)
+    text_tokens: int = 0  # tokens of text behind the previous-token, first-token and local-window scores
+    repeat_length: int = 0  # length of the random sequence shown twice
 
     def head_types(self) -> np.ndarray:
         """Per head, the name of its strongest score when it clears ``threshold``, else "mixed"."""
@@ -175,22 +176,28 @@ class HeadScores:
 
 
 def head_scores(model: torch.nn.Module, tokenizer, text: str, window: int = 4, repeat_length: int = 50,
-                repeat_batch: int = 8, threshold: float = 0.4, seed: int = 0) -> HeadScores:
+                repeat_batch: int = 8, threshold: float = 0.4, seed: int = 0, max_windows: int = 16) -> HeadScores:
     """Score every head of ``model``.
 
-    Previous-token, first-token and local-window scores come from ``text``. Duplicate-token and induction
-    scores come from ``repeat_batch`` random sequences of ``repeat_length`` distinct tokens shown twice, so
-    every token of the second half has exactly one earlier copy and only copying predicts it.
+    Previous-token, first-token and local-window scores come from ``text``, read in context-sized windows
+    (at most ``max_windows``) and averaged, weighted by window length: a long held-out text gives scores that
+    describe the model rather than one sentence. Duplicate-token and induction scores come from
+    ``repeat_batch`` random sequences of ``repeat_length`` distinct tokens shown twice, so every token of the
+    second half has exactly one earlier copy and only copying predicts it.
     """
-    encoded = encode(tokenizer, text, max_length=context_length(model))
-    if len(encoded) < max(3, window):
-        raise ValueError(f"the text has {len(encoded)} tokens; head scores need at least {max(3, window)}")
-    attention = _attentions(model, encoded.input_ids)[0]  # (L, nh, T, T)
-    scores = {
-        "previous_token": previous_token_score(attention).numpy(),
-        "first_token": first_token_score(attention).numpy(),
-        "local_window": local_window_score(attention, window).numpy(),
-    }
+    encoded = encode_corpus(tokenizer, text)
+    shortest = max(3, window)
+    chunks = [c for c in windows(encoded.input_ids, context_length(model)) if c.shape[1] >= shortest][:max_windows]
+    if not chunks:
+        raise ValueError(f"the text has {len(encoded)} tokens; head scores need at least {shortest}")
+    per_window: dict[str, list[np.ndarray]] = {"previous_token": [], "first_token": [], "local_window": []}
+    for chunk in chunks:
+        attention = _attentions(model, chunk)[0]  # (L, nh, t, t)
+        per_window["previous_token"].append(previous_token_score(attention).numpy())
+        per_window["first_token"].append(first_token_score(attention).numpy())
+        per_window["local_window"].append(local_window_score(attention, window).numpy())
+    lengths = [c.shape[1] for c in chunks]
+    scores = {name: np.average(np.stack(values), axis=0, weights=lengths) for name, values in per_window.items()}
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     vocab = min(model.config.vocab_size, len(tokenizer))
     start = getattr(tokenizer, "bos_token_id", None)
@@ -202,7 +209,8 @@ def head_scores(model: torch.nn.Module, tokenizer, text: str, window: int = 4, r
         [duplicate_token_score(repeated[b], ids[b]) for b in range(len(ids))]).mean(0).numpy()
     scores["induction"] = torch.stack([induction_score(repeated[b], ids[b]) for b in range(len(ids))]).mean(0).numpy()
     first, second = _half_losses(model, ids, length, offset=int(start is not None))
-    return HeadScores(scores=scores, threshold=threshold, repeat_loss_first=first, repeat_loss_second=second)
+    return HeadScores(scores=scores, threshold=threshold, repeat_loss_first=first, repeat_loss_second=second,
+                      text_tokens=sum(lengths), repeat_length=length)
 
 
 def _attentions(model, input_ids: torch.Tensor) -> torch.Tensor:
@@ -251,8 +259,10 @@ def head_report_markdown(result: HeadScores) -> str:
     lines = ["# Attention head taxonomy", "",
              f"A head's type is its strongest score when that score is at least {result.threshold}; otherwise "
              "it is *mixed*.", "",
-             f"Repeated random sequence: next-token loss {result.repeat_loss_first:.3f} on the first copy, "
-             f"{result.repeat_loss_second:.3f} on the repeat (a large drop means the model copies from context).", "",
+             f"Previous-token, first-token and local-window scores: {result.text_tokens} tokens of text. "
+             f"Duplicate-token and induction scores: random sequences of {result.repeat_length} tokens shown twice; "
+             f"next-token loss {result.repeat_loss_first:.3f} on the first copy, {result.repeat_loss_second:.3f} on "
+             "the repeat (a large drop means the model copies from context).", "",
              "| layer | head | " + " | ".join(SCORE_NAMES) + " | type |",
              "|---" * (len(SCORE_NAMES) + 3) + "|"]
     for row in result.table():

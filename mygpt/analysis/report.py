@@ -92,6 +92,9 @@ def run_analyses(model: torch.nn.Module, tokenizer, text: str, output_dir: str, 
     if eval_text is None:
         eval_text, eval_source = text, "the text itself"
     reference = _encode_prefix(tokenizer, eval_text, eval_max_tokens)
+    if "heads" in analyses and len(reference) < 4:
+        raise ValueError(f"head scores need at least 4 tokens of evaluation text and {eval_source} has "
+                         f"{len(reference)}: pass a longer evaluation text")
     if "probes" in analyses and len(reference) < MIN_PROBE_TOKENS:
         raise ValueError(f"probes need at least {MIN_PROBE_TOKENS} tokens of evaluation text and {eval_source} "
                          f"has {len(reference)}: pass a longer evaluation text, or leave probes out of the analyses")
@@ -149,10 +152,12 @@ def _viewer(job: _Job) -> tuple[list[str], None]:
 
 
 def _heads(job: _Job) -> tuple[list[str], dict]:
-    scores = head_scores(job.model, job.tokenizer, job.text, seed=job.seed)
+    # The evaluation text, not the few lines on show: thousands of tokens give scores that describe the model.
+    scores = head_scores(job.model, job.tokenizer, job.reference.text, seed=job.seed)
     return save_head_report(scores, job.folder), {
         "table": scores.table(), "repeat_loss_first": scores.repeat_loss_first,
-        "repeat_loss_second": scores.repeat_loss_second, "threshold": scores.threshold}
+        "repeat_loss_second": scores.repeat_loss_second, "threshold": scores.threshold,
+        "text_tokens": scores.text_tokens, "repeat_length": scores.repeat_length}
 
 
 def _ablation(job: _Job) -> tuple[list[str], dict]:
@@ -236,8 +241,11 @@ def readme(summary: dict) -> str:
         lines += [f"Interactive view, works offline: [{files['viewer'][0]}]({files['viewer'][0]})", ""]
     if "heads" in summary:
         heads = summary["heads"]
-        lines += ["## Head types", "", f"Random tokens shown twice: next-token loss {heads['repeat_loss_first']:.3f} "
-                  f"on the first copy, {heads['repeat_loss_second']:.3f} on the repeat. Table: [heads.md](heads.md).", ""]
+        lines += ["## Head types", "", f"Previous-token, first-token and local-window scores over "
+                  f"{heads['text_tokens']} tokens of {summary['eval_source']}. "
+                  f"Random tokens shown twice: next-token loss {heads['repeat_loss_first']:.3f} "
+                  f"on the first copy, {heads['repeat_loss_second']:.3f} on the repeat. "
+                  "Table: [heads.md](heads.md).", ""]
         for name in SCORE_NAMES:
             best = max(heads["table"], key=lambda row: -1 if np.isnan(row[name]) else row[name])
             lines.append(f"- **{name}** (strongest: layer {best['layer']} head {best['head']}, "
