@@ -362,9 +362,9 @@ def _generation_section(results: dict[str, Any]) -> list[str]:
     entries = [(f"`{m['name']}`", m["generation"]["metrics"]) for m in models]
     if results.get("reference"):
         entries.append(("held-out text (reference)", results["reference"]))
-    keys = list(entries[0][1].keys())
+    keys = list(dict.fromkeys(k for _, metrics in entries for k in metrics))  # self-BLEU needs 2+ texts
     for name, metrics in entries:
-        rows.append([name] + [f"{metrics[k]:.3f}" for k in keys])
+        rows.append([name] + [f"{metrics[k]:.3f}" if k in metrics else "–" for k in keys])
     lines += _table(["model"] + [k.replace("_", " ") for k in keys], rows)
     lines += ["", "Self-BLEU lower = more varied across samples; distinct-n higher = fewer repeated n-grams over all "
               "samples; repeated n-gram rate lower = less looping inside a sample.", ""]
