@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -137,6 +138,20 @@ def test_knobs_saved_in_the_models_generation_config_do_not_run_besides_ours(pro
         chain = make_sampler(strategy, **knobs)
         for step, (scores, logits) in enumerate(zip(out.scores, out.logits)):
             assert torch.equal(scores, chain(out.sequences[:, : prompt.shape[1] + step], logits.clone()))
+
+
+def test_strategies_raise_no_warning_from_transformers(prompt, capfd):
+    """The neutral values we pass for transformers' own knobs are ones its GenerationConfig does not warn about,
+    also for greedy (where a sampling knob set by the caller would trigger 'do_sample is not set')."""
+    torch.manual_seed(0)
+    model = MyGPTForCausalLM(tiny_config()).eval()
+    model.generation_config.update(do_sample=True, temperature=0.8, top_k=50)  # as train_hf.py saves it
+    mask = torch.ones_like(prompt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for strategy, knobs in KNOBS_UNDER_TEST.items():
+            model.generate(prompt, attention_mask=mask, pad_token_id=0, strategy=strategy, max_new_tokens=3, **knobs)
+    assert capfd.readouterr().err == "", "transformers logged a warning"
 
 
 def test_standard_generate_arguments_keep_working(model, prompt):
