@@ -5,6 +5,7 @@ Tiny random-weight models (vocab 100 > transformers' default top_k of 50, so a s
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -140,18 +141,26 @@ def test_knobs_saved_in_the_models_generation_config_do_not_run_besides_ours(pro
             assert torch.equal(scores, chain(out.sequences[:, : prompt.shape[1] + step], logits.clone()))
 
 
-def test_strategies_raise_no_warning_from_transformers(prompt, capfd):
+def test_strategies_raise_no_warning_from_transformers(prompt, caplog):
     """The neutral values we pass for transformers' own knobs are ones its GenerationConfig does not warn about,
-    also for greedy (where a sampling knob set by the caller would trigger 'do_sample is not set')."""
+    also for greedy (where a sampling knob set by the caller triggers 'generation flags are not valid')."""
+    from transformers.utils import logging as hf_logging
+
     torch.manual_seed(0)
     model = MyGPTForCausalLM(tiny_config()).eval()
     model.generation_config.update(do_sample=True, temperature=0.8, top_k=50)  # as train_hf.py saves it
     mask = torch.ones_like(prompt)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        for strategy, knobs in KNOBS_UNDER_TEST.items():
-            model.generate(prompt, attention_mask=mask, pad_token_id=0, strategy=strategy, max_new_tokens=3, **knobs)
-    assert capfd.readouterr().err == "", "transformers logged a warning"
+    hf_logging.warning_once.cache_clear()  # a warning already given in this process would not show again
+    hf_logging.enable_propagation()
+    try:
+        with warnings.catch_warnings(), caplog.at_level(logging.WARNING):
+            warnings.simplefilter("error")
+            for strategy, knobs in KNOBS_UNDER_TEST.items():
+                model.generate(prompt, attention_mask=mask, pad_token_id=0, strategy=strategy, max_new_tokens=3,
+                               **knobs)
+    finally:
+        hf_logging.disable_propagation()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_standard_generate_arguments_keep_working(model, prompt):
