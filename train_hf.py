@@ -168,7 +168,7 @@ def prepare_run(argv: list[str]) -> PreparedRun:
         tokenizer.model_max_length = n_positions
     with training_args.main_process_first(desc="tokenizing"):
         packed, token_stats = tokenize_and_pack(texts, tokenizer, data_args.block_size,
-                                                data_args.preprocessing_num_workers)
+                                                data_args.preprocessing_num_workers, data_args.train_stride)
 
     if training_args.process_index == 0:
         if run_args.overwrite and run_artifacts.folder_state(output_dir) in ("finished", "unfinished"):
@@ -212,11 +212,13 @@ def build_trainer(run: PreparedRun) -> LMTrainer:
     if run.run_args.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(run.run_args.early_stopping_patience,
                                                run.run_args.early_stopping_threshold))
-    return LMTrainer(
+    trainer = LMTrainer(
         model=model, args=args, train_dataset=run.packed["train"], eval_dataset=run.packed["validation"],
         processing_class=run.tokenizer, data_collator=default_data_collator, callbacks=callbacks,
         split_stats={"eval": run.token_stats["validation"], "test": run.token_stats.get("test")}, meter=meter,
     )
+    logger.info("parallelism: %s on %s", trainer.accelerator.distributed_type, args.device)
+    return trainer
 
 
 def train(run: PreparedRun) -> dict[str, Any]:
@@ -308,6 +310,7 @@ def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, 
         },
         "training": {
             "block_size": run.data_args.block_size,
+            "train_stride": run.data_args.train_stride or run.data_args.block_size,
             "per_device_train_batch_size": args.per_device_train_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps,
             "world_size": args.world_size,
@@ -328,7 +331,10 @@ def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, 
         },
         "results": {
             "steps": state.global_step,
-            "epochs": state.epoch,
+            # passes over the training tokens (the Trainer's "epoch" counts examples, and with --train_stride 1
+            # there is one example per token)
+            "epochs": (state.global_step * tokens_per_step / train_stats["tokens"]) if "tokens" in train_stats
+            else state.epoch,
             "tokens_seen": state.global_step * tokens_per_step,
             "stopped_early": state.global_step < state.max_steps,
             "best_step": state.best_global_step,

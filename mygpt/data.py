@@ -21,6 +21,7 @@ from typing import Any
 import datasets
 import numpy as np
 import pyarrow as pa
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from mygpt import corpus
@@ -66,6 +67,10 @@ class DataArguments:
         "help": "Learn the tokenizer from at most this many bytes of training text (default: all of it; the "
                 "first 100 MB of a stream)."})
     block_size: int = field(default=256, metadata={"help": "Tokens per training example (the context length)."})
+    train_stride: int | None = field(default=None, metadata={
+        "help": "Training examples start every N tokens of the training stream. Default: block_size (packed, "
+                "non-overlapping blocks, every token once per epoch). 1: every offset, so a shuffled batch is "
+                "nanoGPT's get_batch (windows at random offsets). Evaluation always uses non-overlapping blocks."})
     preprocessing_num_workers: int | None = field(default=None, metadata={
         "help": "Processes for datasets.map tokenisation."})
 
@@ -79,6 +84,9 @@ class DataArguments:
                              "read whole")
         if self.block_size < 2:
             raise ValueError(f"--block_size must be at least 2 (one input and one target), got {self.block_size}")
+        if self.train_stride is not None and not 1 <= self.train_stride <= self.block_size:
+            raise ValueError(f"--train_stride must be between 1 and --block_size ({self.block_size}), "
+                             f"got {self.train_stride}")
 
     def source(self) -> str:
         """``shakespeare``, ``data_files`` or ``dataset``."""
@@ -324,13 +332,14 @@ def _tokenize_function(tokenizer: PreTrainedTokenizerBase):
 
 
 def tokenize_and_pack(splits: datasets.DatasetDict | dict, tokenizer: PreTrainedTokenizerBase, block_size: int,
-                      num_proc: int | None = None) -> tuple[dict[str, datasets.Dataset | datasets.IterableDataset],
-                                                            dict[str, dict[str, int]]]:
+                      num_proc: int | None = None, train_stride: int | None = None,
+                      ) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
     """Tokenises every split with ``datasets.map`` (batched, cached) and packs it into ``block_size`` blocks.
 
     Documents are joined with the tokenizer's end-of-text token. Map-style splits are packed globally with
     :func:`pack_blocks` (every token kept); a streamed training split is packed per batch of 1,000 documents,
-    dropping each batch's remainder. Returns the packed splits (columns ``input_ids``, ``labels``) and per-split
+    dropping each batch's remainder. With ``train_stride`` the training split is instead every window of the stream
+    that starts at a multiple of it (:class:`StreamWindows`). Returns the packed splits (columns ``input_ids``, ``labels``) and per-split
     counts: documents, bytes, tokens, blocks and scored tokens (labels the loss sees after the shift).
     Raises ``ValueError`` when a split is shorter than one block.
     """
@@ -362,6 +371,9 @@ def tokenize_and_pack(splits: datasets.DatasetDict | dict, tokenizer: PreTrained
         packed[name] = _blocks_dataset(input_ids, labels)
         stats[name] = {"documents": len(ds), "bytes": n_bytes, "tokens": int(len(token_ids)),
                        "blocks": int(len(input_ids)), "scored_tokens": int((labels[:, 1:] != IGNORE_INDEX).sum())}
+        if name == "train" and train_stride is not None and train_stride != block_size:
+            packed[name] = StreamWindows(token_ids, block_size, train_stride)
+            stats[name]["windows"] = len(packed[name])
         logger.info("%s: %d tokens in %d blocks of %d", name, len(token_ids), len(input_ids), block_size)
     return packed, stats
 
@@ -374,6 +386,28 @@ def _blocks_dataset(input_ids: np.ndarray, labels: np.ndarray) -> datasets.Datas
         "labels": pa.FixedSizeListArray.from_arrays(pa.array(labels.ravel()), block_size),
     })
     return datasets.Dataset(table).with_format("torch")
+
+
+class StreamWindows(torch.utils.data.Dataset):
+    """Every ``block_size`` window of a token stream that starts at a multiple of ``stride``.
+
+    With ``stride=1`` and the Trainer's shuffling sampler, each example is a window at a uniformly random offset,
+    as nanoGPT's ``get_batch`` draws them: the model sees every token at every position of its context rather than
+    at one fixed position per epoch. The order comes from the seeded sampler, so runs repeat and resume exactly.
+    """
+
+    def __init__(self, token_ids: np.ndarray, block_size: int, stride: int) -> None:
+        self.tokens = torch.as_tensor(np.asarray(token_ids, dtype=np.int64))  # (n_tokens,)
+        self.block_size = block_size
+        self.stride = stride
+
+    def __len__(self) -> int:
+        return (len(self.tokens) - self.block_size) // self.stride + 1
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        start = index * self.stride
+        window = self.tokens[start:start + self.block_size]  # (T,)
+        return {"input_ids": window, "labels": window}
 
 
 def _stream_packer(block_size: int):

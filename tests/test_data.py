@@ -160,6 +160,24 @@ def test_tokenize_and_pack_joins_documents_with_end_of_text():
     assert stats["train"]["scored_tokens"] == int((labels[:, 1:] != data.IGNORE_INDEX).sum())
 
 
+def test_train_stride_gives_every_window_and_leaves_evaluation_blocks_alone():
+    texts = ["abcdefghij" * 5, "klmnopqrst" * 5]
+    tokenizer = train_char_tokenizer(texts)
+    splits = {name: data.datasets.Dataset.from_dict({"text": [t], "title": [name]})
+              for name, t in zip(("train", "validation"), texts)}
+    packed, stats = tokenize_and_pack(splits, tokenizer, block_size=8, train_stride=1)
+    windows = packed["train"]
+    stream = tokenizer(texts[0], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert len(windows) == len(stream) - 8 + 1 == stats["train"]["windows"]
+    for i in (0, 1, 17, len(windows) - 1):  # window i starts at token i
+        assert windows[i]["input_ids"].tolist() == windows[i]["labels"].tolist() == stream[i:i + 8]
+    assert packed["validation"].num_rows == stats["validation"]["blocks"]  # evaluation: non-overlapping blocks
+    every_third = tokenize_and_pack(splits, tokenizer, block_size=8, train_stride=3)[0]["train"]
+    assert [every_third[i]["input_ids"][0].item() for i in range(3)] == stream[0:9:3]
+    with pytest.raises(ValueError, match="--train_stride must be between 1 and --block_size"):
+        DataArguments(block_size=8, train_stride=9)
+
+
 def test_split_shorter_than_one_block_is_a_clear_error():
     tokenizer = train_char_tokenizer(["short"])
     splits = {"validation": data.datasets.Dataset.from_dict({"text": ["short"], "title": ["x"]})}

@@ -211,7 +211,7 @@ def test_nanogpt_cpu_preset_matches_nanogpt():
     assert (model_args.n_layer, model_args.n_head, model_args.n_embd, model_args.dropout) == (4, 4, 128, 0.0)
     assert (data_args.block_size, data_args.tokenizer) == (64, "char")
     assert (training_args.per_device_train_batch_size, training_args.max_steps) == (12, 2000)
-    assert training_args.learning_rate == 1e-3 and training_args.lr_scheduler_kwargs == {"min_lr_rate": 0.1}
+    assert training_args.adam_beta2 == 0.99 and training_args.lr_scheduler_kwargs == {"min_lr_rate": 0.1}
 
 
 def test_command_line_overrides_preset_and_a_yaml_file_is_a_preset(tmp_path):
