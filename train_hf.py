@@ -238,6 +238,7 @@ def train(run: PreparedRun) -> dict[str, Any]:
         logger.error("interrupted: %s stays unfinished; continue it with --resume_from_checkpoint", out)
         raise SystemExit(130) from None
 
+    trainer.remove_callback(EarlyStoppingCallback)  # it watches validation only; the test scores are not for it
     # Final scores of the model we keep (the best checkpoint when load_best_model_at_end). Its validation scores
     # were logged when it was evaluated during training; evaluating it again would cost time and say the same.
     best = next((e for e in trainer.state.log_history if "eval_loss" in e and args.load_best_model_at_end

@@ -5,11 +5,12 @@
     python bench/bench_train.py --preset cpu-quick --steps 60     # the default preset
     python bench/bench_train.py --precisions fp32 bf16            # also compare bf16 autocast
 
-Both sides start from the same weights (same seed), visit the same blocks in the same order, and do the same
+Both sides start from the same weights (same seed), see the very same batches in the same order, and do the same
 work per step: forward, loss, backward, gradient clipping, AdamW with the same parameter groups, the same
 learning-rate schedule. The Trainer side is train_hf.py's own (``build_trainer``: callbacks, collator, logging
-every ``logging_steps``), with evaluation and checkpoints switched off so only training is timed. Runs alternate
-(Trainer, loop, Trainer, loop, ...) so that a change in the machine's load hits both; the medians are compared.
+every ``logging_steps``), with evaluation and checkpoints switched off so only training is timed. After an untimed
+warm-up of each side, runs alternate (Trainer then loop, loop then Trainer, ...) so that a change in the machine's
+load hits both; the medians are compared.
 Target: Trainer tokens/s >= 0.9 x the plain loop.
 """
 
@@ -104,11 +105,18 @@ def main() -> None:
     print(f"{'precision':<10} {'run':>4} {'Trainer tok/s':>14} {'plain loop tok/s':>17}")
     summary = {}
     for precision in args.precisions:
+        warmup = prepare(args.preset, data_files, min(args.steps, 20), precision, extra)
+        time_trainer(warmup), time_plain_loop(warmup)  # untimed: first-call allocations and caches
         run = prepare(args.preset, data_files, args.steps, precision, extra)
         trainer_rates, loop_rates = [], []
         for repeat in range(args.repeats):
-            trainer_rates.append(time_trainer(run))
-            loop_rates.append(time_plain_loop(run))
+            # alternate which side goes first, so a drift in the machine's load favours neither
+            if repeat % 2 == 0:
+                trainer_rates.append(time_trainer(run))
+                loop_rates.append(time_plain_loop(run))
+            else:
+                loop_rates.append(time_plain_loop(run))
+                trainer_rates.append(time_trainer(run))
             print(f"{precision:<10} {repeat:>4} {trainer_rates[-1]:>14.0f} {loop_rates[-1]:>17.0f}", flush=True)
         summary[precision] = (statistics.median(trainer_rates), statistics.median(loop_rates))
     print()

@@ -187,6 +187,41 @@ def test_streamed_dataset_trains_for_max_steps(tmp_path):
     assert heldout_texts(tmp_path / "out", "validation") == [r["story"] for r in rows[:20]]
 
 
+def test_weight_decay_reaches_weight_matrices_only():
+    from modeling_mygpt import MyGPTForCausalLM
+    from configuration_mygpt import MyGPTConfig
+    from mygpt.training import decay_parameter_names
+
+    model = MyGPTForCausalLM(MyGPTConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2))
+    decayed = set(decay_parameter_names(model))
+    names = {name for name, _ in model.named_parameters()}
+    expected = {n for n in names if n.endswith("weight") and any(k in n for k in ("c_attn", "c_proj", "c_fc"))}
+    assert decayed == expected  # no bias, no norm, no embedding, and the head (tied to the embedding) neither
+    assert "transformer.wte.weight" in names - decayed and "transformer.wpe.weight" in names - decayed
+
+
+def test_precision_choice_follows_the_hardware():
+    from mygpt.training import choose_precision, cpu_has_native_bf16
+
+    assert choose_precision("auto", use_cpu=True) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert choose_precision("bf16", use_cpu=True) == "bf16"
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        choose_precision("fp16", use_cpu=True)
+    with pytest.raises(ValueError, match="auto, fp32, bf16 or fp16"):
+        choose_precision("fp8", use_cpu=True)
+
+
+def test_early_stopping_ends_a_run_that_stops_improving(corpus_dir, tmp_path):
+    # A threshold of 100 nats can never be met, so the second evaluation already counts as "no better".
+    summary = train_hf.main(run_args(corpus_dir, tmp_path / "out", "--max_steps", "40", "--eval_steps", "2",
+                                     "--save_steps", "2", "--early_stopping_patience", "1",
+                                     "--early_stopping_threshold", "100"))
+    assert summary["results"]["stopped_early"] and summary["results"]["steps"] == 4
+    with (tmp_path / "out" / "training_log.csv").open() as handle:
+        evals = {int(r["step"]): float(r["eval_loss"]) for r in csv.DictReader(handle) if r["eval_loss"]}
+    assert sorted(evals) == [2, 4] and summary["results"]["best_step"] == min(evals, key=evals.get)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Presets and arguments
 
