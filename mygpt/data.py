@@ -58,7 +58,8 @@ class DataArguments:
         "help": "Share for the test split. Default 0.05 by document, 0 contiguous (nanoGPT has no test split)."})
     split_seed: int = field(default=1234, metadata={"help": "Seed of the shuffle that picks held-out documents."})
     streaming_eval_documents: int = field(default=500, metadata={
-        "help": "With --streaming and no validation split in the dataset: the first N documents become validation."})
+        "help": "With --streaming: validation (and test) are the first N documents of the dataset's own held-out "
+                "splits, or, when it has none, the first N documents of the stream (then skipped for training)."})
     tokenizer: str = field(default="bpe", metadata={
         "help": "bpe (byte-level BPE learnt on the training split), char (one token per character), or a "
                 "pretrained tokenizer: Hub id (online) or folder."})
@@ -186,6 +187,10 @@ def _load_dataset_splits(args: DataArguments) -> tuple[datasets.DatasetDict | da
         if "test" in raw:
             splits["test"] = raw["test"]
         info["split"] = {"by": "dataset", "validation": validation_name}
+        if args.streaming:  # a streamed corpus's held-out splits can be huge: evaluate on their first documents
+            splits = {name: ds if name == "train" else ds.take(args.streaming_eval_documents)
+                      for name, ds in splits.items()}
+            info["split"]["held_out_documents"] = args.streaming_eval_documents
     elif args.streaming:
         n = args.streaming_eval_documents
         splits = {"train": raw["train"].skip(n), "validation": raw["train"].take(n)}

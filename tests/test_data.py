@@ -234,6 +234,17 @@ def test_local_dataset_folder_with_text_column_and_streaming(tmp_path):
         load_text_splits(DataArguments(dataset=str(folder)))
 
 
+def test_dataset_with_its_own_validation_split_keeps_it(tmp_path):
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(json.dumps({"text": f"{split} {i}"}) for i in range(30)))
+    splits, info = load_text_splits(DataArguments(dataset=str(tmp_path)))
+    assert list(splits["validation"]["text"]) == [f"validation {i}" for i in range(30)] and len(splits["train"]) == 30
+    assert info["split"] == {"by": "dataset", "validation": "validation"}
+    streamed, _ = load_text_splits(DataArguments(dataset=str(tmp_path), streaming=True, streaming_eval_documents=4))
+    assert list(streamed["validation"]["text"]) == [f"validation {i}" for i in range(4)]
+    assert len(list(streamed["train"])) == 30  # nothing is taken from the training stream
+
+
 def test_unreachable_hub_dataset_is_a_clear_error():
     with pytest.raises(ValueError, match="cannot load dataset 'someone/no-such-dataset-xyz'"):
         load_text_splits(DataArguments(dataset="someone/no-such-dataset-xyz"))
