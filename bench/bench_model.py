@@ -196,7 +196,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="alternating timed repeats per model (median kept)")
     parser.add_argument("--train_iters", type=int, default=3, help="training steps per timed repeat")
     parser.add_argument("--rows", nargs="+", type=int, default=list(range(len(ROWS))), help="row indices to run")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()  # the benchmark's own table is the output
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
