@@ -286,7 +286,6 @@ def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, 
     position = getattr(getattr(model, "transformer", None), "wpe", None)
     throughput = trainer.meter.overall()
     train_stats = run.token_stats["train"]
-    source = run.data_info["source"]
     name = f"{run.model_args.architecture}-{Path(args.output_dir).name}"
     return {
         "name": name,
@@ -359,7 +358,6 @@ def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, 
             "transformers": transformers.__version__,
             "python": platform.python_version(),
         },
-        "source": source,
     }
 
 
