@@ -463,8 +463,8 @@ def run(args: EvaluateArguments, argv: list[str]) -> dict[str, Any]:
             print(f"warning: skipping {name}: {error}", file=sys.stderr)
             skipped.append({"name": name, "reason": str(error)})
     if not models:
-        reasons = "; ".join(f"{s['name']}: {s['reason']}" for s in skipped)
-        raise SystemExit(f"error: none of the models could be evaluated ({reasons})")
+        raise SystemExit(f"error: none of the models could be evaluated ({', '.join(s['name'] for s in skipped)}: "
+                         "see the reasons above); nothing was written")
 
     reference_texts = [p["reference"] for p in prompts if p.get("reference")]
     results = {
