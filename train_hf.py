@@ -247,8 +247,8 @@ def train(run: PreparedRun) -> dict[str, Any]:
     if "test" in run.packed:
         results["test"] = _strip(trainer.evaluate(run.packed["test"], metric_key_prefix="test"), "test")
     model = trainer.model
-    model.config.use_cache = True
-    model.generation_config.update(do_sample=True, temperature=0.8, top_k=50, max_new_tokens=200,
+    model.config.use_cache = True  # off during training; generation needs it (the generation config too)
+    model.generation_config.update(use_cache=True, do_sample=True, temperature=0.8, top_k=50, max_new_tokens=200,
                                    bos_token_id=run.tokenizer.bos_token_id, eos_token_id=run.tokenizer.eos_token_id,
                                    pad_token_id=run.tokenizer.pad_token_id)
     trainer.save_model(str(out))
