@@ -161,7 +161,7 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, LMT
     """
     argv = _normalise_argv(argv)
     parser = HfArgumentParser(ARGUMENT_CLASSES)
-    preset_parser = HfArgumentParser(RunArguments)
+    preset_parser = HfArgumentParser(RunArguments, add_help=False)  # --help is the full parser's job
     run_only, _ = preset_parser.parse_known_args(argv)
     preset = load_preset(run_only.preset)
     known = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls) if f.init}

@@ -260,6 +260,16 @@ def test_command_line_overrides_preset_and_a_yaml_file_is_a_preset(tmp_path):
     assert training_args.output_dir == "runs/mine"
 
 
+def test_help_lists_every_argument_with_the_preset_defaults(capsys):
+    with pytest.raises(SystemExit) as done:
+        arguments.parse_arguments(["--preset", "shakespeare-char-cpu", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--n_layer", "--data_files", "--tokenizer", "--learning_rate", "--overwrite", "--architecture"):
+        assert flag in text
+    assert "(default: 2000)" in text  # max_steps from the preset, not the dataclass
+
+
 def test_accelerate_config_files_are_valid():
     from accelerate.commands.config.config_args import load_config_from_file
 
