@@ -29,8 +29,10 @@ from typing import Any
 
 import torch
 import transformers
+from safetensors.torch import load_file
 from transformers import (AutoTokenizer, EarlyStoppingCallback, GPT2LMHeadModel, PreTrainedTokenizerBase,
-                          default_data_collator, set_seed)
+                          TrainerState, default_data_collator, set_seed)
+from transformers.trainer_utils import load_sharded_checkpoint
 
 from configuration_mygpt import MyGPTConfig
 from modeling_mygpt import MyGPTForCausalLM
@@ -233,7 +235,11 @@ def train(run: PreparedRun) -> dict[str, Any]:
     if args.process_index == 0:
         run.tokenizer.save_pretrained(str(out))
     try:
-        train_output = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+        if run.resume_from is not None and _reached_max_steps(run.resume_from):
+            take_over_finished_checkpoint(trainer, run.resume_from, out)
+            train_output = None
+        else:
+            train_output = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
     except KeyboardInterrupt:
         logger.error("interrupted: %s stays unfinished; continue it with --resume_from_checkpoint", out)
         raise SystemExit(130) from None
@@ -272,6 +278,33 @@ def train(run: PreparedRun) -> dict[str, Any]:
         file_log.close()
     print(_summary_line(summary))
     return summary
+
+
+def _reached_max_steps(checkpoint: Path) -> bool:
+    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    return state.max_steps > 0 and state.global_step >= state.max_steps
+
+
+def take_over_finished_checkpoint(trainer: LMTrainer, checkpoint: Path, output_dir: Path) -> None:
+    """Finishes a run from a checkpoint that already reached ``max_steps``, without training.
+
+    Resumed from such a checkpoint, transformers 5.24 takes one optimizer step more than asked. A run killed after
+    its last checkpoint (during the final evaluation or the samples) must end as it would have: with the state of
+    that checkpoint and the weights of the best one.
+    """
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
+    source = output_dir / Path(best).name if best else checkpoint
+    logger.info("%s already reached max_steps: taking its state and the weights of %s", checkpoint, source)
+    if (source / "model.safetensors").is_file():
+        loaded = trainer.model.load_state_dict(load_file(str(source / "model.safetensors")), strict=False)
+    else:  # sharded weights
+        loaded = load_sharded_checkpoint(trainer.model, str(source), strict=False)
+    trainer.model.tie_weights()
+    tied = set(getattr(trainer.model, "_tied_weights_keys", None) or {})
+    missing = [key for key in loaded.missing_keys if key not in tied]
+    if missing or loaded.unexpected_keys:
+        raise RuntimeError(f"{source} does not fit the model: missing {missing}, unexpected {loaded.unexpected_keys}")
 
 
 def _strip(metrics: dict[str, float], prefix: str) -> dict[str, float]:
@@ -341,7 +374,7 @@ def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, 
             "best_validation_loss": state.best_metric,
             "final_train_loss": next((e["loss"] for e in reversed(state.log_history) if "loss" in e), None),
             **results,
-            "train_runtime_seconds": train_output.metrics.get("train_runtime"),
+            "train_runtime_seconds": train_output.metrics.get("train_runtime") if train_output else None,
             "tokens_per_second": throughput.get("tokens_per_second"),
             "mfu": throughput.get("mfu"),
             "mfu_peak": peak_how,

@@ -395,7 +395,7 @@ import train_hf
 from mygpt import training
 
 class KillAt(TrainerCallback):
-    def on_step_end(self, args, state, control, **kwargs):
+    def {event}(self, args, state, control, **kwargs):
         if state.global_step == {step}:
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit: as if the machine died
 
@@ -413,30 +413,49 @@ def _train(argv: list[str], script: Path | None = None) -> subprocess.CompletedP
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_same_final_validation_loss(corpus_dir, tmp_path):
-    extra = ["--max_steps", "20", "--eval_steps", "5", "--save_steps", "5", "--dropout", "0.1"]
-    train_hf.main(run_args(corpus_dir, tmp_path / "straight", *extra))  # in this process: one start-up fewer
+RESUMABLE = ["--max_steps", "20", "--eval_steps", "5", "--save_steps", "5", "--dropout", "0.1"]
 
-    killer = tmp_path / "killer.py"
-    killer.write_text(KILLER.format(root=str(ROOT), step=13))
-    killed_dir = tmp_path / "killed"
-    killed = _train(run_args(corpus_dir, killed_dir, *extra), killer)
+
+@pytest.fixture(scope="module")
+def straight_run(corpus_dir, tmp_path_factory) -> dict:
+    """The uninterrupted run the resumed ones must match (in this process: one start-up fewer)."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    return train_hf.main(run_args(corpus_dir, out, *RESUMABLE))["results"]
+
+
+def _kill_and_resume(corpus_dir: Path, folder: Path, event: str, step: int, last_checkpoint: str) -> dict:
+    killer = folder.parent / "killer.py"
+    killer.write_text(KILLER.format(root=str(ROOT), event=event, step=step))
+    killed = _train(run_args(corpus_dir, folder, *RESUMABLE), killer)
     assert killed.returncode == -signal.SIGKILL
     # a killed run never looks finished
-    assert not (killed_dir / "run_summary.json").exists() and (killed_dir / run_artifacts.MARKER).exists()
-    assert run_artifacts.last_complete_checkpoint(killed_dir).name == "checkpoint-10"
-
-    resumed = _train(run_args(corpus_dir, killed_dir, *extra, "--resume_from_checkpoint"))
+    assert not (folder / "run_summary.json").exists() and (folder / run_artifacts.MARKER).exists()
+    assert run_artifacts.last_complete_checkpoint(folder).name == last_checkpoint
+    resumed = _train(run_args(corpus_dir, folder, *RESUMABLE, "--resume_from_checkpoint"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = json.loads((tmp_path / "straight" / "run_summary.json").read_text())["results"]
-    b = json.loads((killed_dir / "run_summary.json").read_text())["results"]
+    return json.loads((folder / "run_summary.json").read_text())["results"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_final_validation_loss(corpus_dir, tmp_path, straight_run):
+    killed_dir = tmp_path / "killed"
+    b = _kill_and_resume(corpus_dir, killed_dir, "on_step_end", 13, "checkpoint-10")  # mid-training
+    a = straight_run
     assert b["steps"] == a["steps"] == 20
     assert b["validation"]["loss"] == pytest.approx(a["validation"]["loss"], rel=1e-6)
     assert b["test"]["loss"] == pytest.approx(a["test"]["loss"], rel=1e-6)
     with (killed_dir / "training_log.csv").open() as handle:
         steps = [int(r["step"]) for r in csv.DictReader(handle) if r["loss"]]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # the killed steps 11-13 are not logged twice
+
+
+@pytest.mark.slow
+def test_run_killed_after_its_last_checkpoint_finishes_without_training_more(corpus_dir, tmp_path, straight_run):
+    # killed once the step-20 checkpoint is written: during the final evaluation, samples or model card
+    b = _kill_and_resume(corpus_dir, tmp_path / "killed", "on_save", 20, "checkpoint-20")
+    assert b["steps"] == straight_run["steps"] == 20  # not 21: resuming does not take one more step
+    assert b["validation"]["loss"] == pytest.approx(straight_run["validation"]["loss"], rel=1e-6)
+    assert b["test"]["loss"] == pytest.approx(straight_run["test"]["loss"], rel=1e-6)
 
 
 RECORDER = """
