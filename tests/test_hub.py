@@ -23,6 +23,7 @@ from configuration_mygpt import MyGPTConfig
 from modeling_mygpt import MyGPTForCausalLM
 from mygpt.hub import HubError, ModelFolderError, plan_upload, push_model_folder
 from mygpt.tokenization import train_bpe_tokenizer
+from tests.isolation import block_project_prelude
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "hf_testSECRETtoken1234567890"  # a fake token: it must never show up in any output
@@ -460,12 +461,6 @@ def test_uploaded_files_load_and_generate_in_a_process_that_cannot_import_the_pr
 
     script = textwrap.dedent(f"""
         import json, torch
-        for name in ("modeling_mygpt", "configuration_mygpt", "mygpt"):
-            try:
-                __import__(name)
-            except ImportError:
-                continue
-            raise SystemExit(f"the project's {{name}} is importable here: the test would prove nothing")
         from huggingface_hub import ModelCard
         from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
         folder = {str(served)!r}
@@ -488,8 +483,8 @@ def test_uploaded_files_load_and_generate_in_a_process_that_cannot_import_the_pr
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([sys.executable, "-c", block_project_prelude() + script], cwd=elsewhere, env=env,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     served_result = json.loads(result.stdout.strip().splitlines()[-1])
     assert served_result == {

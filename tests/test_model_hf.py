@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrained
 
 from configuration_mygpt import MyGPTConfig
 from modeling_mygpt import MyGPTForCausalLM, MyGPTModel
+from tests.isolation import block_project_prelude
 from tests.test_model import POSITION_EMBEDDINGS, VOCAB, random_ids, tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,27 @@ def test_saved_folder_carries_code_and_auto_map(tmp_path: Path) -> None:
         assert "lm_head.weight" not in set(f.keys())
 
 
+def test_isolation_prelude_hides_the_installed_project(tmp_path: Path) -> None:
+    """The remote-code tests below are only proofs if their interpreter really cannot import the project."""
+    script = block_project_prelude() + textwrap.dedent(
+        """
+        try:
+            import modeling_mygpt
+        except ModuleNotFoundError as error:
+            print("BLOCKED", error)
+        import json
+        print("STDLIB OK", json.dumps([1]))
+        """
+    )
+    # PYTHONPATH at the checkout makes the project importable even without an (editable) install.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "BLOCKED modeling_mygpt belongs to the project" in result.stdout
+    assert "STDLIB OK [1]" in result.stdout
+
+
 @pytest.mark.slow
 def test_remote_code_loads_in_a_process_that_cannot_import_the_project(tmp_path: Path) -> None:
     """How the Hub serves the model: a fresh interpreter, another working directory, no project on sys.path."""
@@ -83,12 +105,7 @@ def test_remote_code_loads_in_a_process_that_cannot_import_the_project(tmp_path:
     torch.save({"ids": ids, "expected": expected}, tmp_path / "expected.pt")
     script = textwrap.dedent(
         f"""
-        import sys, torch
-        try:
-            import modeling_mygpt
-            raise SystemExit("the project is importable, the test proves nothing")
-        except ImportError:
-            pass
+        import torch
         from transformers import AutoModelForCausalLM, pipeline
         model = AutoModelForCausalLM.from_pretrained({str(model_dir)!r}, trust_remote_code=True).eval()
         assert type(model).__name__ == "MyGPTForCausalLM" and model.config.model_type == "mygpt"
@@ -105,7 +122,8 @@ def test_remote_code_loads_in_a_process_that_cannot_import_the_project(tmp_path:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", block_project_prelude() + script],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK ab" in result.stdout
