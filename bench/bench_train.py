@@ -10,13 +10,17 @@ work per step: forward, loss, backward, gradient clipping, AdamW with the same p
 learning-rate schedule. The Trainer side is train_hf.py's own (``build_trainer``: callbacks, collator, logging
 every ``logging_steps``), with evaluation and checkpoints switched off so only training is timed. After an untimed
 warm-up of each side, runs alternate (Trainer then loop, loop then Trainer, ...) so that a change in the machine's
-load hits both; the medians are compared.
+load hits both. Each step is timed on its own (the Trainer by train_hf's throughput meter, step end to step end;
+the loop around its body), and tokens/s is reported three ways: whole runs (median over runs), the median step,
+and the fastest decile of steps. On a shared machine the step statistics are the robust ones: another process's
+burst slows a few steps, not the median.
 Target: Trainer tokens/s >= 0.9 x the plain loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -45,15 +49,15 @@ def prepare(preset: str, data_files: list[str] | None, steps: int, precision: st
     return train_hf.prepare_run(argv)
 
 
-def time_trainer(run) -> float:
-    """Tokens/s of train_hf's Trainer, counted as it counts them (training steps only)."""
+def time_trainer(run) -> list[float]:
+    """Seconds of each optimizer step of train_hf's Trainer (its own meter: step end to step end)."""
     trainer = train_hf.build_trainer(run)
     trainer.train()
-    return trainer.meter.overall()["tokens_per_second"]
+    return trainer.meter.step_seconds
 
 
-def time_plain_loop(run) -> float:
-    """Tokens/s of a hand-written loop: same init, same block order, same optimizer, schedule and clipping."""
+def time_plain_loop(run) -> list[float]:
+    """Seconds of each step of a hand-written loop: same init, batches, optimizer, schedule and clipping."""
     args = run.training_args
     train_hf.set_seed(args.seed)
     # The very batches the Trainer draws (its dataloader, its sampler, its seed), taken before the clock starts.
@@ -70,8 +74,9 @@ def time_plain_loop(run) -> float:
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=int(args.warmup_steps),
                               num_training_steps=args.max_steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.precision == "bf16")
-    start = time.perf_counter()
+    seconds = []
     for batch in batches:
+        start = time.perf_counter()
         with autocast:
             loss = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
         loss.backward()
@@ -79,8 +84,15 @@ def time_plain_loop(run) -> float:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-    seconds = time.perf_counter() - start
-    return sum(b["input_ids"].numel() for b in batches) / seconds
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _rates(runs: list[list[float]], tokens_per_step: int) -> dict[str, float]:
+    pooled = sorted(s for run in runs for s in run)
+    return {"runs": statistics.median(tokens_per_step * len(r) / sum(r) for r in runs),
+            "median step": tokens_per_step / statistics.median(pooled),
+            "p10 step": tokens_per_step / pooled[len(pooled) // 10]}
 
 
 def main() -> None:
@@ -98,8 +110,6 @@ def main() -> None:
     data_files = args.data_files
     if data_files is None and args.preset.startswith("shakespeare-char"):
         data_files = [str(DEFAULT_DATA)]
-    import os
-
     print(f"bench_train: preset {args.preset}, {args.steps} steps x {args.repeats} runs, torch threads "
           f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} (the machine is shared: rerun if busy)")
     print(f"{'precision':<10} {'run':>4} {'Trainer tok/s':>14} {'plain loop tok/s':>17}")
@@ -108,23 +118,29 @@ def main() -> None:
         warmup = prepare(args.preset, data_files, min(args.steps, 20), precision, extra)
         time_trainer(warmup), time_plain_loop(warmup)  # untimed: first-call allocations and caches
         run = prepare(args.preset, data_files, args.steps, precision, extra)
-        trainer_rates, loop_rates = [], []
+        tokens = run.training_args.per_device_train_batch_size * run.data_args.block_size
+        trainer_steps, loop_steps = [], []
         for repeat in range(args.repeats):
             # alternate which side goes first, so a drift in the machine's load favours neither
             if repeat % 2 == 0:
-                trainer_rates.append(time_trainer(run))
-                loop_rates.append(time_plain_loop(run))
+                trainer_steps.append(time_trainer(run))
+                loop_steps.append(time_plain_loop(run))
             else:
-                loop_rates.append(time_plain_loop(run))
-                trainer_rates.append(time_trainer(run))
-            print(f"{precision:<10} {repeat:>4} {trainer_rates[-1]:>14.0f} {loop_rates[-1]:>17.0f}", flush=True)
-        summary[precision] = (statistics.median(trainer_rates), statistics.median(loop_rates))
+                loop_steps.append(time_plain_loop(run))
+                trainer_steps.append(time_trainer(run))
+            print(f"{precision:<10} {repeat:>4} {tokens * len(trainer_steps[-1]) / sum(trainer_steps[-1]):>14.0f} "
+                  f"{tokens * len(loop_steps[-1]) / sum(loop_steps[-1]):>17.0f}", flush=True)
+        summary[precision] = [_rates(trainer_steps, tokens), _rates(loop_steps, tokens)]
     print()
-    for precision, (trainer_rate, loop_rate) in summary.items():
-        print(f"{precision}: Trainer {trainer_rate:.0f} tok/s, plain loop {loop_rate:.0f} tok/s, "
-              f"ratio {trainer_rate / loop_rate:.3f} (target >= 0.9)")
+    print("tokens/s from the whole runs (median of runs), and from the median and the fastest decile of all step")
+    print("times pooled (robust to other processes' bursts on a shared machine):")
+    for precision, (trainer, loop) in summary.items():
+        for key in ("runs", "median step", "p10 step"):
+            print(f"{precision} {key:<12}: Trainer {trainer[key]:>7.0f} tok/s, plain loop {loop[key]:>7.0f} tok/s, "
+                  f"ratio {trainer[key] / loop[key]:.3f} (target >= 0.9)")
     if len(summary) == 2:
-        print(f"bf16 / fp32 (plain loop): {summary['bf16'][1] / summary['fp32'][1]:.3f}")
+        print(f"bf16 / fp32 (plain loop, median step): "
+              f"{summary['bf16'][1]['median step'] / summary['fp32'][1]['median step']:.3f}")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

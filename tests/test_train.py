@@ -188,6 +188,23 @@ def test_streamed_dataset_trains_for_max_steps(tmp_path):
     assert heldout_texts(tmp_path / "out", "validation") == [r["story"] for r in rows[:20]]
 
 
+def test_token_nats_sums_each_rows_next_token_loss():
+    from mygpt.training import token_nats
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 11)
+    labels = torch.randint(0, 11, (3, 7))
+    labels[1, :4] = -100  # a row partly unscored
+    labels[2] = -100      # a row with nothing to score
+    sums = token_nats(logits, labels)
+    assert sums.shape == (3, 2) and sums.dtype == torch.float64
+    for row in range(3):
+        nats = [-torch.log_softmax(logits[row, t], -1)[labels[row, t + 1]].item()
+                for t in range(6) if labels[row, t + 1] != -100]
+        assert sums[row, 1].item() == len(nats)
+        assert sums[row, 0].item() == pytest.approx(sum(nats), rel=1e-6, abs=1e-6)
+
+
 def test_weight_decay_reaches_weight_matrices_only():
     from modeling_mygpt import MyGPTForCausalLM
     from configuration_mygpt import MyGPTConfig
