@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train a GPT from raw text with one command, on a laptop CPU or on GPUs.
 
-    python train_hf.py                                   # cpu-quick: Shakespeare by play, BPE, ~10 min on 2 cores
+    python train_hf.py                                   # cpu-quick: Shakespeare by play, BPE, ~12 min on 2 cores
     python train_hf.py --preset shakespeare-char-cpu --data_files tinyshakespeare.txt
     python train_hf.py --architecture gpt2 --output_dir runs/cpu-quick-gpt2   # the same run with HF's GPT-2
     accelerate launch --config_file configs/accelerate/ddp.yaml train_hf.py --preset gpt-small
