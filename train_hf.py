@@ -42,7 +42,7 @@ from mygpt.corpus import cache_dir
 from mygpt.data import DataArguments, data_arguments_record, load_text_splits, tokenize_and_pack
 from mygpt.tokenization import build_tokenizer, iter_texts
 from mygpt.training import (CsvLogCallback, LMTrainer, ThroughputMeter, choose_precision, cpu_name,
-                            peak_flops_per_device, training_flops_per_token, write_log_csv)
+                            peak_flops_per_device, training_flops_per_token, untied_missing_keys, write_log_csv)
 
 logger = logging.getLogger("train_hf")
 
@@ -301,8 +301,7 @@ def take_over_finished_checkpoint(trainer: LMTrainer, checkpoint: Path, output_d
     else:  # sharded weights
         loaded = load_sharded_checkpoint(trainer.model, str(source), strict=False)
     trainer.model.tie_weights()
-    tied = set(getattr(trainer.model, "_tied_weights_keys", None) or {})
-    missing = [key for key in loaded.missing_keys if key not in tied]
+    missing = untied_missing_keys(trainer.model, loaded.missing_keys)
     if missing or loaded.unexpected_keys:
         raise RuntimeError(f"{source} does not fit the model: missing {missing}, unexpected {loaded.unexpected_keys}")
 

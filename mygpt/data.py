@@ -344,8 +344,9 @@ def tokenize_and_pack(splits: datasets.DatasetDict | dict, tokenizer: PreTrained
     Documents are joined with the tokenizer's end-of-text token. Map-style splits are packed globally with
     :func:`pack_blocks` (every token kept); a streamed training split is packed per batch of 1,000 documents,
     dropping each batch's remainder. With ``train_stride`` the training split is instead every window of the stream
-    that starts at a multiple of it (:class:`StreamWindows`). Returns the packed splits (columns ``input_ids``, ``labels``) and per-split
-    counts: documents, bytes, tokens, blocks and scored tokens (labels the loss sees after the shift).
+    that starts at a multiple of it (:class:`StreamWindows`). Returns the packed splits (columns ``input_ids``,
+    ``labels``) and per-split counts: documents, bytes, tokens, blocks and scored tokens (labels the loss sees
+    after the shift).
     Raises ``ValueError`` when a split is shorter than one block.
     """
     tokenize = _tokenize_function(tokenizer)

@@ -171,9 +171,10 @@ def _generate_sliding(model, input_ids: torch.Tensor, strategy: str, knobs: dict
     The model only knows ``n_positions`` positions, so generation goes in chunks: each is prompted with the last
     half-context of tokens, as nanoGPT's sampler crops its context. Stops early at an end-of-text.
     """
+    from generate import model_context_length
     from generation_mygpt import strategy_generate_kwargs
 
-    limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
+    limit = model_context_length(model) or 1024
     tokens = input_ids  # (1, T + generated)
     while tokens.shape[1] - input_ids.shape[1] < max_new_tokens:
         context = tokens[:, -(limit // 2):]  # (1, <= limit / 2)

@@ -158,11 +158,8 @@ class ThroughputMeter(TrainerCallback):
         self.peak_flops = peak_flops  # for all processes together
         self.peak_how = peak_how  # how the peak was estimated, for the summary
         self._last = None  # time of the last training-step end (or of the end of an evaluation/save)
-        self._seconds = 0.0
-        self._steps = 0
-        self.total_seconds = 0.0
-        self.total_steps = 0
-        self.step_seconds: list[float] = []  # each training step's duration, for benchmarks
+        self.step_seconds: list[float] = []  # each training step's duration
+        self._taken = 0  # steps already reported by take()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last = time.perf_counter()
@@ -171,10 +168,6 @@ class ThroughputMeter(TrainerCallback):
         now = time.perf_counter()
         if self._last is not None:
             self.step_seconds.append(now - self._last)
-            self._seconds += now - self._last
-            self._steps += 1
-            self.total_seconds += now - self._last
-            self.total_steps += 1
         self._last = now
 
     def on_evaluate(self, args, state, control, **kwargs):
@@ -185,19 +178,19 @@ class ThroughputMeter(TrainerCallback):
 
     def take(self) -> dict[str, float]:
         """Tokens/s (and MFU) since the previous call."""
-        if not self._steps or self._seconds <= 0:
-            return {}
-        rate = self._steps * self.tokens_per_step / self._seconds
-        self._seconds, self._steps = 0.0, 0
-        out = {"tokens_per_second": rate}
-        if self.peak_flops:
-            out["mfu"] = rate * self.flops_per_token / self.peak_flops
-        return out
+        steps = self.step_seconds[self._taken:]
+        self._taken = len(self.step_seconds)
+        return self._rates(steps)
 
     def overall(self) -> dict[str, float]:
-        if not self.total_steps:
+        """Tokens/s (and MFU) over every step so far."""
+        return self._rates(self.step_seconds)
+
+    def _rates(self, step_seconds: list[float]) -> dict[str, float]:
+        seconds = sum(step_seconds)
+        if not step_seconds or seconds <= 0:
             return {}
-        rate = self.total_steps * self.tokens_per_step / self.total_seconds
+        rate = len(step_seconds) * self.tokens_per_step / seconds
         out = {"tokens_per_second": rate}
         if self.peak_flops:
             out["mfu"] = rate * self.flops_per_token / self.peak_flops
@@ -227,6 +220,12 @@ def token_nats(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.stack([nll.sum(1).double(), counted.sum(1).double()], dim=1)
 
 
+def untied_missing_keys(model: nn.Module, missing_keys: list[str]) -> list[str]:
+    """The keys of ``missing_keys`` that are really missing: a tied LM head, saved once under the embedding, is not."""
+    tied = set(getattr(model, "_tied_weights_keys", None) or {})
+    return [key for key in missing_keys if key not in tied]
+
+
 class LMTrainer(Trainer):
     """A ``Trainer`` for causal LM pretraining.
 
@@ -253,8 +252,7 @@ class LMTrainer(Trainer):
     def _issue_warnings_after_load(self, load_result: Any) -> None:
         # A checkpoint stores a tied LM head once, under the embedding; transformers 5.24 then reports the head as
         # "missing" when it loads the best checkpoint. It is not missing: re-tie, and keep real warnings only.
-        tied = set(getattr(self.model, "_tied_weights_keys", None) or {})
-        missing = [key for key in load_result.missing_keys if key not in tied]
+        missing = untied_missing_keys(self.model, load_result.missing_keys)
         if len(missing) < len(load_result.missing_keys):
             self.model.tie_weights()
         super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
