@@ -1,0 +1,170 @@
+"""Loading a trained model: the one way every command, report and the notebook does it.
+
+* :func:`load_model_and_tokenizer` — any causal LM and its tokenizer from a run folder (MyGPT, GPT-2, anything
+  saved with ``save_pretrained``) or a Hub id, on a device, in a dtype, in eval mode. One error type,
+  :class:`ModelNotAvailableError`, says why a name cannot be loaded and what would work.
+* :func:`is_offline` — one rule for "may we reach the Hub": ``huggingface_hub``'s own ``is_offline_mode()``
+  (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set to a true value).
+* :func:`resolve_device`, :func:`resolve_dtype` — ``auto`` and names into torch objects, with clear errors.
+* :func:`context_length` — the number of positions a model was built for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DTYPES", "ModelNotAvailableError", "context_length", "is_offline", "load_model_and_tokenizer",
+           "resolve_device", "resolve_dtype"]
+
+DTYPES: dict[str, Any] = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
+                          "float16": torch.float16}
+
+
+class ModelNotAvailableError(FileNotFoundError):
+    """A model named by the user cannot be loaded; the message says why and what would be valid."""
+
+
+def is_offline() -> bool:
+    """True when the Hub must not be contacted (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``), as huggingface_hub
+    itself decides it."""
+    from huggingface_hub import constants
+
+    # The module constant is read when huggingface_hub is imported; read the environment again so that a value
+    # set later in the process (a notebook cell, a test) counts the same way.
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    if value is None:
+        return bool(constants.HF_HUB_OFFLINE)
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``mps`` when available, else ``cpu``; other names as torch reads
+    them (``ValueError`` when torch cannot use the device here)."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {device!r}: expected auto, cpu, cuda, cuda:N or mps ({error})") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but torch sees no CUDA GPU here; use cpu or auto")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto") -> Any:
+    """A dtype name (``auto`` keeps the checkpoint's own, ``float32``, ``bfloat16``, ``float16``) as
+    ``from_pretrained`` takes it."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def context_length(model: Any) -> int:
+    """The number of positions ``model`` (or a config) was built for: ``n_positions`` or its aliases.
+
+    For MyGPT with rotary or ALiBi positions this is the training context; those encodings can be *run* further,
+    which is a separate, explicit choice of the caller (length extrapolation), never a default.
+    """
+    config = getattr(model, "config", model)
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "max_seq_len", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            return value
+    raise ValueError(f"cannot tell the context length of {type(model).__name__}: its config has none of "
+                     "n_positions, max_position_embeddings, n_ctx")
+
+
+def _register_mygpt() -> bool:
+    """Register the ``mygpt`` model type with the Auto classes in this process (True when the code is importable)."""
+    try:
+        import modeling_mygpt  # noqa: F401  (registration happens on import)
+    except ImportError:
+        return False
+    return True
+
+
+def load_model_and_tokenizer(
+    name_or_path: str | os.PathLike,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    trust_remote_code: bool | None = None,
+    attn_implementation: str | None = None,
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` in eval mode on ``device``.
+
+    Args:
+        name_or_path: a folder written by ``save_pretrained`` (a finished ``train_hf.py`` run, a GPT-2 export...)
+            with its tokenizer beside it, or a Hub id such as ``gpt2`` (needs the Hub, or its local cache).
+        device: ``auto`` (GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``, ``mps`` ...
+        dtype: ``auto`` (as saved), ``float32``, ``bfloat16`` or ``float16``.
+        trust_remote_code: run modeling code saved with the model. Default: yes for local folders (your own
+            files; MyGPT folders carry their code), no for Hub ids (someone else's code). The tokenizer is loaded
+            with the same setting, so neither asks on the terminal.
+        attn_implementation: ``eager`` for attention weights (analysis, bertviz), ``sdpa``, or None (the
+            model's default).
+
+    Raises:
+        ModelNotAvailableError: a path that does not exist or holds no model, a folder without a tokenizer, or a
+            name that is neither a folder nor loadable from the Hub (the message says when the Hub is offline).
+        ValueError: an unknown device or dtype.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = os.fspath(name_or_path)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    is_folder = os.path.isdir(name)
+    if is_folder:
+        if not os.path.isfile(os.path.join(name, "config.json")):
+            raise ModelNotAvailableError(f"{name!r} is a folder but holds no model (no config.json): give a folder "
+                                         "written by save_pretrained, such as a finished train_hf.py run, or a Hub id")
+    elif os.path.exists(name):
+        raise ModelNotAvailableError(f"{name!r} is a file, not a model folder")
+    elif name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelNotAvailableError(f"model folder {name!r} does not exist")
+    if trust_remote_code is None:
+        trust_remote_code = is_folder
+    # A MyGPT folder loads through the installed classes when they are importable (no remote code needed).
+    _register_mygpt()
+    offline = not is_folder and is_offline()
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if offline:
+        kwargs["local_files_only"] = True
+    model_kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if attn_implementation is not None:
+        model_kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs, **model_kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if is_folder:
+            raise ModelNotAvailableError(f"cannot load the model in {name!r}: {reason}") from None
+        if offline:
+            raise ModelNotAvailableError(
+                f"cannot load model {name!r}: there is no folder of that name, and it is not in the local Hugging "
+                "Face cache while the Hub is switched off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE). Give the path of a "
+                "saved model folder, or run where huggingface.co is reachable.") from None
+        raise ModelNotAvailableError(f"cannot load model {name!r}: no folder of that name, and the Hub said: "
+                                     f"{reason}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelNotAvailableError(f"{name!r} has a model but no loadable tokenizer (save the tokenizer next to "
+                                     f"the model): {reason}") from None
+    return model.to(device).eval(), tokenizer
