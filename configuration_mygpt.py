@@ -8,6 +8,7 @@ plain data that can be read, validated and saved anywhere.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from transformers import PreTrainedConfig
@@ -166,25 +167,23 @@ class MyGPTConfig(PreTrainedConfig):
         return not self.gpt2_incompatibilities()
 
     def gpt2_incompatibilities(self) -> list[str]:
-        """The settings that GPT-2's architecture does not have (empty when the two are the same)."""
-        gpt2_choices = {
-            "position_embedding": "learned",
-            "norm": "layernorm",
-            "norm_position": "pre",
-            "bias": True,
-            "n_kv_head": self.n_head,
-        }
-        problems = [
-            f"{name}={getattr(self, name)!r} (GPT-2 has {value!r})"
-            for name, value in gpt2_choices.items()
-            if getattr(self, name) != value
-        ]
+        """The settings that GPT-2's architecture does not have (empty when the two are the same).
+
+        Every field that ``GPT2Config`` lacks must keep MyGPT's default, which is GPT-2's own choice (a new field
+        added to ``__init__`` is covered without an edit here); ``n_kv_head`` must equal ``n_head``.
+        """
+        defaults = _init_defaults(type(self))
+        problems = []
+        for name in sorted(set(defaults) - _gpt2_shared_fields(type(self)) - _NOT_IN_GPT2_CHECK):
+            gpt2_value = self.n_head if name == "n_kv_head" else defaults[name]
+            if getattr(self, name) != gpt2_value:
+                problems.append(f"{name}={getattr(self, name)!r} (GPT-2 has {gpt2_value!r})")
         if not getattr(self, "tie_word_embeddings", True):
             problems.append("tie_word_embeddings=False (GPT-2 ties the LM head to the token embedding)")
         return problems
 
     def to_gpt2_config(self) -> Any:
-        """The ``transformers.GPT2Config`` describing the same network.
+        """The ``transformers.GPT2Config`` describing the same network: every field the two classes share.
 
         Raises:
             ValueError: if this configuration uses a setting GPT-2 does not have.
@@ -194,54 +193,40 @@ class MyGPTConfig(PreTrainedConfig):
             raise ValueError("this MyGPT configuration has no GPT-2 equivalent: " + "; ".join(problems))
         from transformers import GPT2Config
 
-        return GPT2Config(
-            vocab_size=self.vocab_size,
-            n_positions=self.n_positions,
-            n_embd=self.n_embd,
-            n_layer=self.n_layer,
-            n_head=self.n_head,
-            n_inner=self.n_inner,
-            activation_function=self.activation_function,
-            resid_pdrop=self.resid_pdrop,
-            embd_pdrop=self.embd_pdrop,
-            attn_pdrop=self.attn_pdrop,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            initializer_range=self.initializer_range,
-            bos_token_id=self.bos_token_id,
-            eos_token_id=self.eos_token_id,
-            pad_token_id=self.pad_token_id,
-            tie_word_embeddings=True,
-            use_cache=self.use_cache,
-        )
+        return GPT2Config(**{name: getattr(self, name) for name in sorted(_gpt2_shared_fields(type(self)))})
 
     @classmethod
     def from_gpt2_config(cls, gpt2_config: Any, **overrides: Any) -> MyGPTConfig:
-        """The MyGPT configuration of the same shape as a ``transformers.GPT2Config``."""
+        """The MyGPT configuration of the same shape as a ``transformers.GPT2Config`` (every shared field)."""
         if getattr(gpt2_config, "add_cross_attention", False) or getattr(
             gpt2_config, "scale_attn_by_inverse_layer_idx", False
         ):
             raise ValueError(
                 "GPT-2 configs with add_cross_attention or scale_attn_by_inverse_layer_idx have no MyGPT equivalent"
             )
-        fields = dict(
-            vocab_size=gpt2_config.vocab_size,
-            n_positions=gpt2_config.n_positions,
-            n_embd=gpt2_config.n_embd,
-            n_layer=gpt2_config.n_layer,
-            n_head=gpt2_config.n_head,
-            n_inner=gpt2_config.n_inner,
-            activation_function=gpt2_config.activation_function,
-            resid_pdrop=gpt2_config.resid_pdrop,
-            embd_pdrop=gpt2_config.embd_pdrop,
-            attn_pdrop=gpt2_config.attn_pdrop,
-            layer_norm_epsilon=gpt2_config.layer_norm_epsilon,
-            initializer_range=gpt2_config.initializer_range,
-            bos_token_id=gpt2_config.bos_token_id,
-            eos_token_id=gpt2_config.eos_token_id,
-            pad_token_id=gpt2_config.pad_token_id,
-        )
+        fields = {name: getattr(gpt2_config, name) for name in sorted(_gpt2_shared_fields(cls))}
         fields.update(overrides)
         return cls(**fields)
+
+
+# rope_theta is read only by rotary positions, which GPT-2 lacks (position_embedding already says so).
+_NOT_IN_GPT2_CHECK = frozenset({"rope_theta"})
+
+
+def _init_defaults(cls: type) -> dict[str, Any]:
+    """The keyword parameters of ``cls.__init__`` with their defaults (``**kwargs`` left out)."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY) and name != "self"
+    }
+
+
+def _gpt2_shared_fields(cls: type) -> set[str]:
+    """The fields of ``cls`` that ``GPT2Config`` also takes: what a conversion copies, in either direction."""
+    from transformers import GPT2Config
+
+    return set(_init_defaults(cls)) & set(_init_defaults(GPT2Config))
 
 
 __all__ = ["MyGPTConfig"]

@@ -39,6 +39,7 @@ __all__ = [
     "KNOBS",
     "STRATEGIES",
     "STRATEGY_PRESETS",
+    "DEFAULT_GENERATION",
     "make_sampler",
     "strategy_generate_kwargs",
 ]
@@ -287,6 +288,16 @@ STRATEGY_PRESETS: dict[str, dict[str, Any]] = {
 }
 """A sensible default knob set per strategy; each holds only the strategy's own knob, so that combining a
 preset with a caller's knobs never adds a knob the caller did not ask for."""
+
+DEFAULT_GENERATION: dict[str, Any] = {
+    "do_sample": True,
+    **STRATEGY_PRESETS["temperature"],
+    **STRATEGY_PRESETS["top_k"],
+    "max_new_tokens": 200,
+}
+"""The sampling defaults of a trained model: its ``generation_config.json`` holds these, so ``generate()`` with no
+sampling arguments samples sensibly in any client (they are transformers' own warper settings). Temperature and k
+come from ``STRATEGY_PRESETS``: one source for sampling defaults."""
 
 _KNOB_PROCESSORS = {
     "repetition_penalty": RepetitionPenaltyProcessor,

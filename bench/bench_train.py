@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Training throughput of train_hf.py's Trainer against a plain PyTorch loop over the same model and batches.
+"""Training throughput of mygpt-train's Trainer against a plain PyTorch loop over the same model and batches.
 
     python bench/bench_train.py                                   # shakespeare-char-cpu on tiny shakespeare
     python bench/bench_train.py --preset cpu-quick --steps 60     # the default preset
@@ -7,10 +7,10 @@
 
 Both sides start from the same weights (same seed), see the very same batches in the same order, and do the same
 work per step: forward, loss, backward, gradient clipping, AdamW with the same parameter groups, the same
-learning-rate schedule. The Trainer side is train_hf.py's own (``build_trainer``: callbacks, collator, logging
+learning-rate schedule. The Trainer side is mygpt-train's own (``build_trainer``: callbacks, collator, logging
 every ``logging_steps``), with evaluation and checkpoints switched off so only training is timed. After an untimed
 warm-up of each side, runs alternate (Trainer then loop, loop then Trainer, ...) so that a change in the machine's
-load hits both. Each step is timed on its own (the Trainer by train_hf's throughput meter, step end to step end;
+load hits both. Each step is timed on its own (the Trainer by mygpt-train's throughput meter, step end to step end;
 the loop around its body), and tokens/s is reported three ways: whole runs (median over runs), the median step,
 and the fastest decile of steps. On a shared machine the step statistics are the robust ones: another process's
 burst slows a few steps, not the median.
@@ -31,9 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from transformers import get_scheduler  # noqa: E402
+from transformers import get_scheduler, set_seed  # noqa: E402
 
-import train_hf  # noqa: E402
+from mygpt.arguments import parse_arguments  # noqa: E402
+from mygpt.train_run import build_model, build_trainer, prepare_run  # noqa: E402
 from mygpt.training import decay_parameter_names  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -46,25 +47,25 @@ def prepare(preset: str, data_files: list[str] | None, steps: int, precision: st
             "--precision", precision, "--disable_tqdm", "true", *extra]
     if data_files:
         argv = ["--data_files", *data_files, *argv]
-    return train_hf.prepare_run(argv)
+    return prepare_run(parse_arguments(argv), argv)
 
 
 def time_trainer(run) -> list[float]:
-    """Seconds of each optimizer step of train_hf's Trainer (its own meter: step end to step end)."""
-    trainer = train_hf.build_trainer(run)
+    """Seconds of each optimizer step of mygpt-train's Trainer (its own meter: step end to step end)."""
+    trainer = build_trainer(run)
     trainer.train()
     return trainer.meter.step_seconds
 
 
 def time_plain_loop(run) -> list[float]:
     """Seconds of each step of a hand-written loop: same init, batches, optimizer, schedule and clipping."""
-    args = run.training_args
-    train_hf.set_seed(args.seed)
+    args = run.plan.training_args
+    set_seed(args.seed)
     # The very batches the Trainer draws (its dataloader, its sampler, its seed), taken before the clock starts.
-    loader = train_hf.build_trainer(run).get_train_dataloader()
+    loader = build_trainer(run).get_train_dataloader()
     batches = [batch for batch, _ in zip(loader, range(args.max_steps))]
-    train_hf.set_seed(args.seed)
-    model = train_hf.build_model(run).train()  # the same initial weights as the Trainer's
+    set_seed(args.seed)
+    model = build_model(run.plan).train()  # the same initial weights as the Trainer's
     decay = set(decay_parameter_names(model))
     groups = [{"params": [p for n, p in model.named_parameters() if n in decay], "weight_decay": args.weight_decay},
               {"params": [p for n, p in model.named_parameters() if n not in decay], "weight_decay": 0.0}]
@@ -73,7 +74,7 @@ def time_plain_loop(run) -> list[float]:
                                   eps=args.adam_epsilon, fused=True)
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=int(args.warmup_steps),
                               num_training_steps=args.max_steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.precision == "bf16")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=run.plan.precision == "bf16")
     seconds = []
     for batch in batches:
         start = time.perf_counter()
@@ -118,7 +119,7 @@ def main() -> None:
         warmup = prepare(args.preset, data_files, min(args.steps, 20), precision, extra)
         time_trainer(warmup), time_plain_loop(warmup)  # untimed: first-call allocations and caches
         run = prepare(args.preset, data_files, args.steps, precision, extra)
-        tokens = run.training_args.per_device_train_batch_size * run.data_args.block_size
+        tokens = run.plan.tokens_per_step
         trainer_steps, loop_steps = [], []
         for repeat in range(args.repeats):
             # alternate which side goes first, so a drift in the machine's load favours neither

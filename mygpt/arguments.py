@@ -1,64 +1,142 @@
-"""The command line of ``train_hf.py``: four dataclasses, presets as YAML files, one parse function.
+"""The command line of ``mygpt-train``: four dataclasses, presets as YAML files, one parse function.
 
-Values come in layers, each overriding the one before: the dataclass defaults, then the preset
-(``configs/<name>.yaml``, or any YAML/JSON file given to ``--preset``), then the command line. Every field of
-every dataclass can be set at every layer.
+Values come in layers, each overriding the one before (see :mod:`mygpt.cli`): the dataclass defaults, then the
+preset (``mygpt/presets/<name>.yaml``, or any YAML/JSON file given to ``--preset``), then the command line.
+
+The model's options are not written out here: :func:`model_arguments_class` reads them from ``MyGPTConfig``'s
+signature (names, types, defaults) and its docstring (help), so a field added to the configuration is a
+command-line flag and a preset key with no other edit.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass, field, fields
+import dataclasses
+import inspect
+import re
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-import yaml
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 
+from configuration_mygpt import MyGPTConfig
+from mygpt.cli import parse
 from mygpt.data import DataArguments
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "cpu-quick"
+ARCHITECTURES = ("mygpt", "gpt2")
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+
+# Configuration fields that the run sets, not the user: the vocabulary and special tokens come from the
+# tokenizer, and the saved model always keeps its KV cache on (training turns it off per call).
+RUN_SET_FIELDS = ("vocab_size", "use_cache", "bos_token_id", "eos_token_id", "pad_token_id")
+# Where the command line's default differs from MyGPTConfig's (GPT-2 small, dropout 0.1): a small model that
+# trains on a CPU, no dropout for short runs (as nanoGPT), and a context that follows --block_size.
+COMMAND_LINE_DEFAULTS: dict[str, tuple[Any, str]] = {
+    "n_layer": (4, ""),
+    "n_head": (4, ""),
+    "n_embd": (256, ""),
+    "n_positions": (None, " Default: --block_size."),
+    "embd_pdrop": (0.0, ""),
+    "attn_pdrop": (0.0, ""),
+    "resid_pdrop": (0.0, ""),
+}
 
 
-@dataclass
-class ModelArguments:
-    """The network: MyGPT's configuration fields (GPT-2's names), or GPT-2 itself as the reference."""
+def docstring_args(cls: type) -> dict[str, str]:
+    """The ``Args:`` section of ``cls``'s docstring as ``{name: help}`` (a line naming several fields gives each)."""
+    doc = inspect.getdoc(cls) or ""
+    helps: dict[str, str] = {}
+    lines = doc.split("\nArgs:\n", 1)[1].splitlines() if "\nArgs:\n" in doc else []
+    entry_indent, current = None, []
+    for line in lines:
+        if line and not line[0].isspace():
+            break  # the next section
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        entry_indent = indent if entry_indent is None else entry_indent
+        found = re.match(r"\s*([\w, ]+):\s*(.*)", line) if indent == entry_indent else None
+        if found:
+            current = [name.strip() for name in found.group(1).split(",")]
+            for name in current:
+                helps[name] = found.group(2).strip()
+        else:
+            for name in current:
+                helps[name] += " " + line.strip()
+    return helps
 
-    architecture: str = field(default="mygpt", metadata={
-        "help": "mygpt (the hand-written model) or gpt2 (transformers' GPT2LMHeadModel built from the same "
-                "MyGPTConfig: the reference implementation, trained identically)."})
-    n_layer: int = field(default=4, metadata={"help": "Transformer blocks."})
-    n_head: int = field(default=4, metadata={"help": "Attention heads."})
-    n_kv_head: int | None = field(default=None, metadata={"help": "Key/value heads (grouped-query); default n_head."})
-    n_embd: int = field(default=256, metadata={"help": "Width of the residual stream."})
-    n_inner: int | None = field(default=None, metadata={"help": "MLP width; default 4 * n_embd."})
-    n_positions: int | None = field(default=None, metadata={
-        "help": "Longest sequence the model is built for; default --block_size."})
-    activation_function: str = field(default="gelu_new", metadata={"help": "gelu_new | gelu | relu"})
-    position_embedding: str = field(default="learned", metadata={"help": "learned | sinusoidal | rope | alibi"})
-    norm: str = field(default="layernorm", metadata={"help": "layernorm | rmsnorm"})
-    norm_position: str = field(default="pre", metadata={"help": "pre | post"})
-    bias: bool = field(default=True, metadata={"help": "Biases in the linear layers and norms."})
-    dropout: float = field(default=0.0, metadata={
-        "help": "Dropout on embeddings, attention weights and residual branches (0 for short runs, as nanoGPT)."})
-    initializer_range: float = field(default=0.02, metadata={"help": "Std of the normal initialisation."})
-    tie_word_embeddings: bool = field(default=True, metadata={"help": "Share the LM head with the token embedding."})
-    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa | eager"})
+
+def _model_fields(config_class: type) -> list[tuple[str, Any, dataclasses.Field]]:
+    """``(name, type, field)`` for every user-settable keyword of ``config_class.__init__``."""
+    hints = typing.get_type_hints(config_class.__init__)
+    helps = docstring_args(config_class)
+    result = []
+    for name, parameter in inspect.signature(config_class.__init__).parameters.items():
+        if name == "self" or name in RUN_SET_FIELDS or parameter.kind not in (
+                inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            continue
+        default, note = COMMAND_LINE_DEFAULTS.get(name, (parameter.default, ""))
+        kind = hints.get(name, type(default))
+        if default is None and not _allows_none(kind):
+            kind = kind | None
+        text = (helps.get(name) or f"MyGPTConfig.{name}.") + note
+        result.append((name, kind, field(default=default, metadata={"help": text})))
+    return result
+
+
+def _allows_none(kind: Any) -> bool:
+    return type(None) in typing.get_args(kind)
+
+
+def model_arguments_class(config_class: type = MyGPTConfig) -> type:
+    """A dataclass of the network's command-line options: every field of ``config_class`` plus four of the run's.
+
+    The run's own: ``architecture`` (``mygpt``, or transformers' ``gpt2`` built from the same configuration),
+    ``dropout`` (sets the three dropout probabilities at once), ``attn_implementation``.
+    """
+    config_fields = _model_fields(config_class)
+    fields = [
+        ("architecture", str, field(default="mygpt", metadata={
+            "help": "mygpt (the hand-written model) or gpt2 (transformers' GPT2LMHeadModel built from the same "
+                    "configuration: the reference implementation, trained identically)."})),
+        *config_fields,
+        ("dropout", float | None, field(default=None, metadata={
+            "help": "Sets embd_pdrop, attn_pdrop and resid_pdrop at once (0 for short runs, as nanoGPT)."})),
+        ("attn_implementation", str, field(default="sdpa", metadata={"help": "sdpa | eager"})),
+    ]
 
     def __post_init__(self) -> None:
-        if self.architecture not in ("mygpt", "gpt2"):
+        if self.architecture not in ARCHITECTURES:
             raise ValueError(f"--architecture must be mygpt or gpt2, got {self.architecture!r}")
+        if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"--attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
+
+    def config_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``config_class`` these options give (``dropout`` spread over the three)."""
+        values = {name: getattr(self, name) for name, _, _ in config_fields}
+        if self.dropout is not None:
+            values.update(embd_pdrop=self.dropout, attn_pdrop=self.dropout, resid_pdrop=self.dropout)
+        return values
+
+    return dataclasses.make_dataclass(
+        "ModelArguments", fields, namespace={
+            "__doc__": f"The network: every field of {config_class.__name__} (GPT-2's names), or GPT-2 itself.",
+            "__post_init__": __post_init__, "config_kwargs": config_kwargs, "__module__": __name__})
+
+
+ModelArguments = model_arguments_class()
 
 
 @dataclass
 class RunArguments:
-    """What ``train_hf.py`` does around the Trainer: presets, the output folder, precision, samples."""
+    """What mygpt-train does around the Trainer: presets, the output folder, precision, samples, the Hub."""
 
     preset: str = field(default=DEFAULT_PRESET, metadata={
-        "help": "A preset in configs/ (cpu-quick, shakespeare-char-cpu, shakespeare-char, gpt-small) or a "
+        "help": "A preset (cpu-quick, shakespeare-char-cpu, shakespeare-char, gpt-small, notebook-quick) or a "
                 "YAML/JSON file of arguments. The command line overrides it."})
     overwrite: bool = field(default=False, metadata={
         "help": "Delete the run already in --output_dir (finished or not) and train from scratch."})
@@ -83,7 +161,12 @@ class RunArguments:
 
 @dataclass
 class LMTrainingArguments(TrainingArguments):
-    """transformers' ``TrainingArguments`` with defaults for language-model pretraining."""
+    """transformers' ``TrainingArguments`` with defaults for language-model pretraining.
+
+    ``--push_to_hub`` uploads the finished folder once, after the run (model, card, samples, summary), to
+    ``--hub_model_id`` (default: the output folder's name in your namespace); the token comes from ``HF_TOKEN``
+    or ``hf auth login``, never from ``--hub_token``. ``--report_to tensorboard`` / ``trackio`` log the run.
+    """
 
     output_dir: str | None = field(default=None, metadata={"help": "Where the run goes (default runs/<preset>)."})
     eval_strategy: str = field(default="steps", metadata={"help": "When to evaluate: steps | epoch | no."})
@@ -110,17 +193,28 @@ class LMTrainingArguments(TrainingArguments):
         "help": "Every parameter takes part in every step, so DDP need not search for unused ones."})
     dataloader_num_workers: int = field(default=0, metadata={
         "help": "DataLoader processes; the blocks are already tensors in memory, so 0 is fastest."})
+    project: str = field(default="mygpt", metadata={
+        "help": "The experiment-tracking project (trackio) that --report_to trackio logs the run under."})
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LMTrainingArguments, RunArguments)
 
 
+class Arguments(NamedTuple):
+    """The four parsed dataclasses of a training command line."""
+
+    model: Any  # ModelArguments
+    data: DataArguments
+    training: LMTrainingArguments
+    run: RunArguments
+
+
 def find_preset(name_or_path: str) -> Path:
-    """The YAML/JSON file of a preset name (``configs/<name>.yaml``) or path; ``ValueError`` naming the choices."""
+    """The YAML/JSON file of a preset name (``mygpt/presets/<name>.yaml``) or path; ``ValueError`` naming the choices."""
     path = Path(name_or_path).expanduser()
     if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
         return path
-    candidate = CONFIGS_DIR / f"{name_or_path}.yaml"
+    candidate = PRESETS_DIR / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate
     raise ValueError(f"unknown preset {name_or_path!r}: expected one of {', '.join(available_presets())} "
@@ -128,25 +222,19 @@ def find_preset(name_or_path: str) -> Path:
 
 
 def available_presets() -> list[str]:
-    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+    """The names of the presets shipped with the package."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
 
-def load_preset(name_or_path: str) -> dict[str, Any]:
-    path = find_preset(name_or_path)
-    text = path.read_text(encoding="utf-8")
-    values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a mapping of argument names to values, not {type(values).__name__}")
-    return values
+def _derived_defaults(preset: str, values: dict[str, Any]) -> dict[str, Any]:
+    # Without a GPU, say so up front: transformers then sets up CPU processes (gloo) under torchrun/accelerate
+    # instead of treating each process as a lone run.
+    return {"output_dir": str(Path("runs") / Path(preset).stem), "use_cpu": not torch.cuda.is_available()}
 
 
 def _normalise_argv(argv: list[str]) -> list[str]:
-    """Small conveniences: a lone YAML/JSON file is a preset; a bare ``--resume_from_checkpoint`` means the last one."""
+    """A bare ``--resume_from_checkpoint`` (no value) means the last complete checkpoint."""
     argv = list(argv)
-    if argv and not argv[0].startswith("-") and Path(argv[0]).suffix in (".yaml", ".yml", ".json"):
-        argv = ["--preset", argv[0], *argv[1:]]
     for i, arg in enumerate(argv):
         if arg == "--resume_from_checkpoint" and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
             argv.insert(i + 1, "last")
@@ -154,27 +242,23 @@ def _normalise_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, LMTrainingArguments, RunArguments]:
+def parse_arguments(argv: list[str] | None = None, prog: str | None = None) -> Arguments:
     """Parses defaults < preset < command line into the four dataclasses.
 
-    Raises ``ValueError`` for an unknown preset, an unknown key in a preset, or an invalid value.
+    Raises ``ValueError`` for an unknown preset, an unknown key in a preset, an invalid value, or a Hub token
+    given as an argument.
     """
-    argv = _normalise_argv(argv)
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
-    preset_parser = HfArgumentParser(RunArguments, add_help=False)  # --help is the full parser's job
-    run_only, _ = preset_parser.parse_known_args(argv)
-    preset = load_preset(run_only.preset)
-    known = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls) if f.init}
-    unknown = sorted(set(preset) - known)
-    if unknown:
-        raise ValueError(f"preset {run_only.preset!r} sets unknown argument(s) {', '.join(unknown)}")
-    preset.setdefault("output_dir", os.path.join("runs", Path(run_only.preset).stem))
-    # Without a GPU, say so up front: transformers then sets up CPU processes (gloo) under torchrun/accelerate
-    # instead of treating each process as a lone run.
-    preset.setdefault("use_cpu", not torch.cuda.is_available())
-    parser.set_defaults(**preset)
-    model_args, data_args, training_args, run_args, rest = parser.parse_args_into_dataclasses(
-        args=argv, return_remaining_strings=True)
-    if rest:
-        raise ValueError(f"unknown argument(s): {' '.join(rest)} (see --help)")
-    return model_args, data_args, training_args, run_args
+    argv = _normalise_argv(list(argv or []))
+    if any(arg == "--hub_token" or arg.startswith("--hub_token=") for arg in argv):
+        raise ValueError(_TOKEN_REFUSAL)
+    model_args, data_args, training_args, run_args = parse(
+        ARGUMENT_CLASSES, argv, prog=prog, description=__doc__.split("\n\n")[0], config_option="preset",
+        find_config=find_preset, default_config=DEFAULT_PRESET, file_defaults=_derived_defaults)
+    if training_args.hub_token is not None:  # from a config file: a file is shared and committed as easily
+        raise ValueError(_TOKEN_REFUSAL)
+    return Arguments(model_args, data_args, training_args, run_args)
+
+
+_TOKEN_REFUSAL = ("--hub_token is not accepted (command lines and config files end up in shell histories, process "
+                  "lists and logs): --push_to_hub uses the token of `hf auth login` or the HF_TOKEN environment "
+                  "variable")

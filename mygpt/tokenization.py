@@ -18,6 +18,9 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from mygpt.files import staged_folder
+from mygpt.loading import is_offline
+
 logger = logging.getLogger(__name__)
 
 EOS_TOKEN = "<|endoftext|>"  # GPT-2's name: documents are joined with it, and it doubles as BOS
@@ -93,8 +96,7 @@ def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as error:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        hint = " (the Hub is switched off here: HF_HUB_OFFLINE is set)" if offline else ""
+        hint = " (the Hub is switched off here: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set)" if is_offline() else ""
         raise ValueError(
             f"unknown tokenizer {name_or_path!r}: expected 'bpe', 'char', a local tokenizer folder, or a Hub id "
             f"that can be downloaded now{hint}. Loading it said: {str(error).splitlines()[0]}"
@@ -153,15 +155,12 @@ def _digest(texts: Iterable[str]) -> str:
 
 
 def _save_atomically(tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
-    """Saves into a temporary sibling and renames it, so a reader never sees half a tokenizer."""
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    tokenizer.save_pretrained(str(tmp))
+    """Saves into a staging folder and publishes it whole, so a reader never sees half a tokenizer."""
     try:
-        os.replace(tmp, folder)
-    except OSError:  # another process won the race and its folder is already in place
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+        with staged_folder(folder, replace=True) as staging:
+            tokenizer.save_pretrained(str(staging))
+    except OSError:  # another process won the race and its folder (the same vocabulary) is already in place
+        logger.debug("%s was written by another process meanwhile", folder)
 
 
 def iter_texts(texts: Iterable[str], max_bytes: int | None) -> Iterator[str]:

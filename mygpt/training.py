@@ -28,6 +28,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.pytorch_utils import Conv1D
 
 from mygpt.data import IGNORE_INDEX
+from mygpt.files import atomic_path
 from mygpt.text_metrics import bits_per_byte
 
 logger = logging.getLogger(__name__)
@@ -231,7 +232,8 @@ class LMTrainer(Trainer):
 
     Differences from the base class: AdamW groups without decay on biases, norms and embeddings; evaluation
     reports the loss averaged over every scored token (not over batches), perplexity and bits per byte; training
-    logs carry tokens/s, the MFU estimate and tokens seen.
+    logs carry tokens/s, the MFU estimate and tokens seen; no forward call builds a KV cache (the model's
+    configuration keeps ``use_cache`` on for generation).
 
     Args:
         split_stats: per evaluation prefix (``"eval"``, ``"test"``) the split's ``tokens`` and ``bytes``, for
@@ -249,37 +251,43 @@ class LMTrainer(Trainer):
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         return decay_parameter_names(model)
 
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None):
+        """Training: the model's own loss, without a KV cache. Evaluation: one forward pass without labels, then
+        each row's summed nats and scored targets.
+
+        In evaluation the base class would pass the labels to the model, which computes a loss only to have it
+        averaged per batch, and keep the whole (B, T, V) logits for the metrics; here each batch gets one cross
+        entropy and yields (B, 2) numbers (see :func:`token_nats`), which the evaluation loop gathers across
+        processes as the batch's "predictions".
+
+        Returns:
+            the loss, and with ``return_outputs`` in evaluation ``{"loss": mean loss of the batch's scored tokens,
+            "nats": (B, 2) float64 sums}``.
+        """
+        inputs = {**inputs, "use_cache": False}
+        if model.training:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        labels = inputs.pop("labels")
+        logits = model(**inputs).logits  # (B, T, V)
+        sums = token_nats(logits, labels)  # (B, 2)
+        loss = (sums[:, 0].sum() / sums[:, 1].sum().clamp(min=1)).float()
+        return (loss, {"loss": loss, "nats": sums}) if return_outputs else loss
+
     def _issue_warnings_after_load(self, load_result: Any) -> None:
-        # A checkpoint stores a tied LM head once, under the embedding; transformers 5.24 then reports the head as
-        # "missing" when it loads the best checkpoint. It is not missing: re-tie, and keep real warnings only.
+        # A checkpoint stores a tied LM head once, under the embedding; transformers then reports the head as
+        # "missing" when it loads the best checkpoint (tests/test_train.py names this). It is not missing: re-tie,
+        # and keep real warnings only.
         missing = untied_missing_keys(self.model, load_result.missing_keys)
         if len(missing) < len(load_result.missing_keys):
             self.model.tie_weights()
         super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
-    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
-                        ignore_keys: list[str] | None = None):
-        """One evaluation batch: a forward pass without labels, then each row's summed nats and scored targets.
-
-        The base class passes the labels to the model, which computes a loss only to have it thrown away, and
-        keeps the whole (B, T, V) logits for the metrics; here each batch gets one cross entropy and yields
-        (B, 2) numbers (see :func:`token_nats`), gathered across processes by the evaluation loop. They are
-        returned even when ``prediction_loss_only`` is set: the split's loss is computed from them.
-
-        Returns:
-            (mean loss of the batch's scored tokens, (B, 2) float64 sums, labels (B, T)).
-        """
-        inputs = self._prepare_inputs(inputs)
-        labels = inputs["labels"]
-        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        with torch.no_grad(), self.compute_loss_context_manager():
-            logits = model(**model_inputs, use_cache=False).logits  # (B, T, V)
-        sums = token_nats(logits, labels)  # (B, 2)
-        loss = (sums[:, 0].sum() / sums[:, 1].sum().clamp(min=1)).float()
-        return loss, sums, labels
-
     def evaluation_loop(self, dataloader, description: str, prediction_loss_only: bool | None = None,
                         ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
+        # The base loop sets <prefix>_loss to the mean of the batch losses after compute_metrics has run; a block
+        # with fewer scored tokens (the tail block, a short last batch) would count as much as a full one.
         output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
                                          ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         prefix = metric_key_prefix
@@ -340,9 +348,8 @@ def _row(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_log_csv(path: str | os.PathLike, log_history: list[dict[str, Any]]) -> None:
-    """Writes ``log_history`` (the Trainer's list of log dicts) as ``training_log.csv``."""
-    tmp = Path(f"{path}.tmp")
-    with tmp.open("w", newline="") as handle:
+    """Writes ``log_history`` (the Trainer's list of log dicts) as ``training_log.csv``, atomically."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, LOG_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         previous = None
@@ -351,4 +358,3 @@ def write_log_csv(path: str | os.PathLike, log_history: list[dict[str, Any]]) ->
             if ("loss" in entry or "eval_loss" in entry) and row != previous:  # the final re-evaluation repeats
                 writer.writerow(row)
             previous = row
-    os.replace(tmp, path)

