@@ -127,6 +127,9 @@ def check_arguments(model_args: Any, data_args: DataArguments, training_args: Tr
     _positive("sample_max_new_tokens", run_args.sample_max_new_tokens, integer=True)
     if model_args.dropout is not None and not 0 <= model_args.dropout < 1:
         raise ValueError(f"--dropout must be a probability in [0, 1), got {model_args.dropout}")
+    if args.prediction_loss_only:
+        raise ValueError("--prediction_loss_only would drop the per-token sums that evaluation's loss, perplexity "
+                         "and bits per byte are computed from; leave it unset")
     if data_args.streaming and args.max_steps <= 0:
         raise ValueError("--streaming needs --max_steps: a stream has no length to count epochs with")
     context = model_args.n_positions or data_args.block_size
@@ -206,8 +209,6 @@ def hub_target(training_args: TrainingArguments, output_dir: Path) -> HubTarget 
 
 def resolve_precision(training_args: TrainingArguments, run_args: RunArguments) -> str:
     """``--bf16``/``--fp16`` when given, else ``--precision`` (``auto`` picks for this hardware)."""
-    if training_args.bf16 and training_args.fp16:
-        raise ValueError("--bf16 and --fp16 contradict each other: pick one (or --precision)")
     if training_args.bf16:
         return "bf16"
     if training_args.fp16:

@@ -165,6 +165,16 @@ def test_saved_model_reloads_and_reproduces_the_validation_loss(finished_run):
     assert nats / count == pytest.approx(summary["results"]["validation"]["loss"], rel=1e-5)
 
 
+@pytest.mark.parametrize("precision, mixed_precision", [("fp32", "no"), ("bf16", "bf16")])
+def test_the_trainer_trains_in_the_precision_the_plan_names(precision, mixed_precision, corpus_dir, tmp_path):
+    from mygpt.train_run import build_trainer
+
+    run = prepare(run_args(corpus_dir, tmp_path / "out", "--precision", precision))
+    trainer = build_trainer(run)
+    assert run.plan.precision == precision and trainer.accelerator.mixed_precision == mixed_precision
+    assert trainer.model.config.use_cache is True  # kept on for generation; training passes use_cache=False
+
+
 def test_tokenizer_is_learnt_from_the_training_split_only(corpus_dir, tmp_path):
     # A word that only the held-out documents contain must not shape the BPE vocabulary.
     corpus = tmp_path / "corpus"
