@@ -27,28 +27,14 @@ from mygpt import arguments, run_artifacts
 from mygpt.commands import train
 from mygpt.data import heldout_texts, load_run_splits, tokenize_and_pack
 from mygpt.train_run import prepare_run, run_training
+from tests.tiny_runs import TINY, WORDS, run_args, write_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--block_size", "32", "--tokenizer", "char",
-        "--max_steps", "12", "--eval_steps", "6", "--save_steps", "6", "--logging_steps", "2",
-        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "16", "--learning_rate", "1e-2",
-        "--warmup_steps", "2", "--sample_max_new_tokens", "8", "--num_sample_prompts", "1", "--seed", "3"]
-WORDS = ("the king my lord good sir love death night sweet fair heart what thou thee shall come go hath doth "
-         "not no yes blood crown sword").split()
 
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory) -> Path:
-    """Eight small 'plays': speaker lines and verse from a tiny vocabulary, so a tiny model can learn something."""
-    folder = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    for i in range(8):
-        lines = []
-        for _ in range(120):
-            lines.append(rng.choice(["KING.", "QUEEN.", "FOOL."]))
-            lines.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9))).capitalize() + ",")
-        (folder / f"play{i}.txt").write_text("\n".join(lines) + "\n")
-    return folder
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(autouse=True)
@@ -64,10 +50,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def run_args(corpus: Path, output_dir: Path, *extra: str) -> list[str]:
-    return ["--data_files", str(corpus), "--output_dir", str(output_dir), *TINY, *extra]
 
 
 def prepare(argv: list[str]):
