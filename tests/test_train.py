@@ -8,7 +8,6 @@ processes really split the batches.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import random
@@ -16,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -27,29 +25,10 @@ from mygpt import arguments, run_artifacts
 from mygpt.commands import train
 from mygpt.data import heldout_texts, load_run_splits, tokenize_and_pack
 from mygpt.train_run import prepare_run, run_training
-from tests.tiny_runs import TINY, WORDS, run_args, write_corpus
+from tests.tiny_runs import TINY, WORDS, run_args
+from tests.tiny_runs import corpus_dir, one_thread, private_cache  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("MYGPT_CACHE", str(tmp_path_factory.getbasetemp() / "mygpt-cache"))
-    # Tiny models gain nothing from threads, and on a busy machine spinning threads slow them down many times.
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def prepare(argv: list[str]):

@@ -112,13 +112,13 @@ BAD_VALUES = [
     (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be a whole number > 0"),
     (["--per_device_eval_batch_size", "-4"], "--per_device_eval_batch_size must be a whole number > 0"),
     (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be a whole number > 0"),
-    (["--warmup_steps", "-5"], "warmup_steps >= 0"),  # transformers' own check
+    (["--warmup_steps", "-5"], "warmup_steps"),  # transformers' own check, its words
     (["--warmup_steps", "2.5"], "--warmup_steps must be a whole number of steps, or a fraction < 1"),
     (["--weight_decay", "-0.1"], "--weight_decay must be a number >= 0"),
     (["--adam_beta2", "1.0"], r"--adam_beta2 must be in \[0, 1\)"),
     (["--adam_epsilon", "0"], "--adam_epsilon must be a number > 0"),
     (["--max_grad_norm", "-1"], "--max_grad_norm must be a number >= 0"),
-    (["--logging_steps", "0"], "requires non-zero --logging_steps"),  # transformers' own check
+    (["--logging_steps", "0"], "logging_steps"),  # transformers' own check, its words
     (["--save_total_limit", "0"], "--save_total_limit must be a whole number > 0"),
     (["--early_stopping_patience", "-1"], "--early_stopping_patience must be a whole number >= 0"),
     (["--early_stopping_patience", "2", "--eval_strategy", "no", "--load_best_model_at_end", "false"],
@@ -128,7 +128,7 @@ BAD_VALUES = [
     (["--dropout", "1.5"], r"--dropout must be a probability in \[0, 1\)"),
     (["--peak_tflops", "-3"], "--peak_tflops must be a number > 0"),
     (["--block_size", "64", "--n_positions", "32"], "--block_size 64 is larger than --n_positions 32"),
-    (["--bf16", "--fp16"], "fp16 and bf16"),  # transformers' own check
+    (["--bf16", "--fp16"], "fp16 and bf16"),  # transformers' own check, its words
     (["--precision", "fp8"], "--precision must be auto, fp32, bf16 or fp16"),
     (["--prediction_loss_only"], "--prediction_loss_only"),
 ]

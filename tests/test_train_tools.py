@@ -15,36 +15,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from mygpt import hub, run_artifacts
 from mygpt.commands import train
 from mygpt.files import FolderLock
 from mygpt.train_run import run_training
 from tests.isolation import block_project_prelude
-from tests.tiny_runs import run_args, write_corpus
+from tests.tiny_runs import run_args
+from tests.tiny_runs import corpus_dir, one_thread, private_cache  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "hf_fakeTOKENthatMustNeverAppearAnywhere"
-
-
-@pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("MYGPT_CACHE", str(tmp_path_factory.getbasetemp() / "mygpt-cache"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def documented_code(markdown: str) -> str:
