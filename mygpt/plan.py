@@ -68,8 +68,13 @@ class RunPlan:
 
     @property
     def name(self) -> str:
-        """The run's name in its summary, card and trackers: ``<architecture>-<output folder>``."""
-        return f"{self.architecture}-{self.output_dir.name}"
+        """The run's name in its summary, card and trackers."""
+        return run_name(self.architecture, self.output_dir)
+
+
+def run_name(architecture: str, output_dir: Path) -> str:
+    """``<architecture>-<output folder>``, e.g. ``mygpt-cpu-quick``."""
+    return f"{architecture}-{output_dir.name}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -132,10 +137,6 @@ def check_arguments(model_args: Any, data_args: DataArguments, training_args: Tr
                          "and bits per byte are computed from; leave it unset")
     if data_args.streaming and args.max_steps <= 0:
         raise ValueError("--streaming needs --max_steps: a stream has no length to count epochs with")
-    context = model_args.n_positions or data_args.block_size
-    if data_args.block_size > context:
-        raise ValueError(f"--block_size {data_args.block_size} is larger than --n_positions {context}: the model "
-                         f"cannot attend that far; use --block_size <= {context} or a larger --n_positions")
     if args.push_to_hub and str(getattr(args.hub_strategy, "value", args.hub_strategy)) not in ("every_save", "end"):
         raise ValueError(f"--hub_strategy {args.hub_strategy}: mygpt-train pushes the finished folder once, after "
                          "the run; checkpoints are never pushed (leave --hub_strategy unset)")
@@ -205,6 +206,15 @@ def hub_target(training_args: TrainingArguments, output_dir: Path) -> HubTarget 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Resolution
+
+
+def resolve_context(model_args: Any, data_args: DataArguments) -> int:
+    """The positions the network is built for: ``--n_positions``, by default ``--block_size``."""
+    context = model_args.n_positions or data_args.block_size
+    if data_args.block_size > context:
+        raise ValueError(f"--block_size {data_args.block_size} is larger than --n_positions {context}: the model "
+                         f"cannot attend that far; use --block_size <= {context} or a larger --n_positions")
+    return context
 
 
 def resolve_precision(training_args: TrainingArguments, run_args: RunArguments) -> str:

@@ -75,16 +75,17 @@ def prepare_run(arguments: Arguments, argv: list[str], prog: str = DEFAULT_PROG)
     """
     model_args, data_args, parsed, run_args = arguments
     planning.check_arguments(model_args, data_args, parsed, run_args)
+    context = planning.resolve_context(model_args, data_args)
     precision = planning.resolve_precision(parsed, run_args)
     output_dir = Path(parsed.output_dir)
     hub = planning.hub_target(parsed, output_dir)
-    training_args = planning.trainer_arguments(parsed, precision, f"{model_args.architecture}-{output_dir.name}")
+    training_args = planning.trainer_arguments(parsed, precision, planning.run_name(model_args.architecture,
+                                                                                    output_dir))
     resume_from = planning.check_output_dir(output_dir, run_args.overwrite, parsed.resume_from_checkpoint)
     _barrier(training_args)  # every process has looked at the folder before the main one changes it
 
     with training_args.main_process_first(desc="loading the text"):
         texts, data_info = load_text_splits(data_args)
-    context = model_args.n_positions or data_args.block_size
     with training_args.main_process_first(desc="building the tokenizer"):
         if resume_from is not None:
             tokenizer = AutoTokenizer.from_pretrained(str(resume_from))  # the very tokenizer the run started with

@@ -233,7 +233,7 @@ def test_every_value_a_preset_sets_reaches_the_run():
     """A preset is data: each of its keys lands in the parsed arguments unchanged, its model fields in the very
     MyGPTConfig the run builds, and nothing in a preset is silently ignored."""
     from mygpt.cli import load_config_file
-    from mygpt.plan import build_config
+    from mygpt.plan import build_config, resolve_context
 
     assert {"cpu-quick", "shakespeare-char-cpu", "shakespeare-char", "gpt-small"} <= set(arguments.available_presets())
     for name in arguments.available_presets():
@@ -243,7 +243,7 @@ def test_every_value_a_preset_sets_reaches_the_run():
         for key, value in values.items():
             got = getattr(by_field[key], key)
             assert getattr(got, "value", got) == value, (name, key)
-        config = build_config(parsed.model, parsed.model.n_positions or parsed.data.block_size, _char_tokenizer())
+        config = build_config(parsed.model, resolve_context(parsed.model, parsed.data), _char_tokenizer())
         for key, value in parsed.model.config_kwargs().items():
             if value is not None:
                 assert getattr(config, key) == value, (name, key)

@@ -139,6 +139,7 @@ def test_bad_values_are_refused_with_the_option_named(extra, message):
     with pytest.raises(ValueError, match=message):
         parsed = parse_arguments(["--preset", "notebook-quick", *extra])
         plan.check_arguments(*parsed)
+        plan.resolve_context(parsed.model, parsed.data)
         plan.resolve_precision(parsed.training, parsed.run)
 
 
