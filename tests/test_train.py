@@ -136,6 +136,30 @@ def test_the_trainer_trains_in_the_precision_the_plan_names(precision, mixed_pre
     assert trainer.model.config.use_cache is True  # kept on for generation; training passes use_cache=False
 
 
+def test_loading_the_best_checkpoint_keeps_the_head_tied_without_a_missing_key_warning(corpus_dir, tmp_path):
+    """transformers' Trainer loads the best checkpoint with load_state_dict(strict=False) and warns that the tied
+    LM head ("lm_head.weight", saved once under the embedding) is missing: LMTrainer._issue_warnings_after_load
+    guards this (checked: transformers 5.24 warns without it)."""
+    import logging
+
+    from mygpt.train_run import build_trainer
+
+    run = prepare(run_args(corpus_dir, tmp_path / "out", "--max_steps", "4", "--eval_steps", "2",
+                           "--save_steps", "2"))
+    trainer = build_trainer(run)
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        trainer.train()
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert trainer.state.best_model_checkpoint is not None  # the best checkpoint was loaded at the end
+    assert not [message for message in seen if "missing keys" in message]
+    assert trainer.model.lm_head.weight is trainer.model.transformer.wte.weight
+
+
 def test_tokenizer_is_learnt_from_the_training_split_only(corpus_dir, tmp_path):
     # A word that only the held-out documents contain must not shape the BPE vocabulary.
     corpus = tmp_path / "corpus"
