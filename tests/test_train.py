@@ -208,6 +208,38 @@ def test_token_nats_sums_each_rows_next_token_loss():
         assert sums[row, 0].item() == pytest.approx(sum(nats), rel=1e-6, abs=1e-6)
 
 
+def test_evaluation_loss_is_the_mean_over_scored_tokens_not_over_batches(tmp_path):
+    """transformers' evaluation_loop sets eval_loss to the mean of the batch losses, after compute_metrics has run:
+    a batch with few scored tokens would count as much as a full one. LMTrainer.evaluation_loop guards this."""
+    import datasets
+    from transformers import default_data_collator
+
+    from configuration_mygpt import MyGPTConfig
+    from modeling_mygpt import MyGPTForCausalLM
+    from mygpt.arguments import LMTrainingArguments
+    from mygpt.training import LMTrainer, ThroughputMeter, token_nats
+
+    torch.manual_seed(0)
+    model = MyGPTForCausalLM(MyGPTConfig(vocab_size=40, n_positions=16, n_embd=16, n_layer=1, n_head=2,
+                                         bos_token_id=0, eos_token_id=0)).eval()
+    ids = torch.randint(0, 40, (3, 16))
+    labels = ids.clone()
+    labels[2, :14] = -100  # the last block scores 1 token, the others 15 each
+    rows = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": labels.tolist()}).with_format("torch")
+    args = LMTrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, use_cpu=True,
+                               report_to="none", eval_strategy="no", save_strategy="no",
+                               load_best_model_at_end=False)
+    trainer = LMTrainer(model=model, args=args, eval_dataset=rows, data_collator=default_data_collator,
+                        split_stats={}, meter=ThroughputMeter(1, 1.0, None))
+    with torch.no_grad():
+        sums = token_nats(model(input_ids=ids).logits, labels)  # (3, 2)
+    exact = (sums[:, 0].sum() / sums[:, 1].sum()).item()
+    batch_means = [(sums[:2, 0].sum() / sums[:2, 1].sum()).item(), (sums[2, 0] / sums[2, 1]).item()]
+    trainers_mean = (2 * batch_means[0] + batch_means[1]) / 3  # each batch loss repeated once per row
+    assert abs(exact - trainers_mean) > 1e-3  # the case where the two differ
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(exact, rel=1e-6)
+
+
 def test_weight_decay_reaches_weight_matrices_only():
     from modeling_mygpt import MyGPTForCausalLM
     from configuration_mygpt import MyGPTConfig
