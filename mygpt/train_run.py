@@ -283,8 +283,8 @@ def _reached_max_steps(checkpoint: Path) -> bool:
 def take_over_finished_checkpoint(trainer: LMTrainer, checkpoint: Path, output_dir: Path) -> None:
     """Finishes a run from a checkpoint that already reached ``max_steps``, without training.
 
-    Resumed from such a checkpoint, transformers' Trainer takes one optimizer step more than asked (checked on every
-    5.x release tested: see tests/test_train.py). A run killed after its last checkpoint (during the final
+    Resumed from such a checkpoint, transformers' Trainer takes one optimizer step more than asked (checked on 5.18,
+    5.23 and 5.24; tests/test_train.py kills a run after its last checkpoint). A run killed after its last checkpoint (during the final
     evaluation or the samples) must end as it would have: with the state of that checkpoint and the weights of the
     best one.
     """
