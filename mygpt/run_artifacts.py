@@ -171,20 +171,17 @@ def _generate_sliding(model, input_ids: torch.Tensor, strategy: str, knobs: dict
     The model only knows ``n_positions`` positions, so generation goes in chunks: each is prompted with the last
     half-context of tokens, as nanoGPT's sampler crops its context. Stops early at an end-of-text.
     """
-    from generate import model_context_length
-    from generation_mygpt import strategy_generate_kwargs
+    from mygpt.generation import generate
+    from mygpt.loading import context_length
 
-    limit = model_context_length(model) or 1024
+    limit = context_length(model)
     tokens = input_ids  # (1, T + generated)
     while tokens.shape[1] - input_ids.shape[1] < max_new_tokens:
         context = tokens[:, -(limit // 2):]  # (1, <= limit / 2)
         wanted = min(max_new_tokens - (tokens.shape[1] - input_ids.shape[1]), limit - context.shape[1])
         kwargs = {**knobs, "max_new_tokens": wanted, "attention_mask": torch.ones_like(context),
                   "pad_token_id": pad_token_id}
-        if model.config.model_type == "mygpt":
-            output = model.generate(context, strategy=strategy, **kwargs)
-        else:  # GPT2LMHeadModel has no strategy= argument; the same samplers go in as logits processors
-            output = model.generate(context, **strategy_generate_kwargs(strategy, kwargs))
+        output = generate(model, context, strategy=strategy, **kwargs)  # any model class, the same samplers
         new = output[:, context.shape[1]:]  # (1, <= wanted)
         tokens = torch.cat([tokens, new], dim=1)
         if new.shape[1] < wanted:  # an end-of-text stopped it

@@ -29,8 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .core import context_length, encode_corpus, forward, windows
-from .plotting import heatmap, write_text
+from mygpt.files import write_text
+from mygpt.loading import context_length
+
+from .core import encode_corpus, forward, windows
+from .plotting import heatmap
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +243,7 @@ def save_head_report(result: HeadScores, output_dir: str) -> list[str]:
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows([{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows])
-    paths = [write_text(os.path.join(output_dir, "heads.csv"), buffer.getvalue())]
+    paths = [str(write_text(os.path.join(output_dir, "heads.csv"), buffer.getvalue()))]
     n_layer, n_head = result.scores[SCORE_NAMES[0]].shape
     for name in SCORE_NAMES:
         paths.append(heatmap(
@@ -249,7 +252,7 @@ def save_head_report(result: HeadScores, output_dir: str) -> list[str]:
             col_labels=[f"H{h}" for h in range(n_head)], xlabel="head", ylabel="layer", vmin=0.0, vmax=1.0,
             colorbar_label="score (0 none, 1 perfect)",
         ))
-    paths.append(write_text(os.path.join(output_dir, "heads.md"), head_report_markdown(result)))
+    paths.append(str(write_text(os.path.join(output_dir, "heads.md"), head_report_markdown(result))))
     return paths
 
 
