@@ -31,6 +31,7 @@ import torch
 
 from mygpt.files import write_text
 from mygpt.loading import context_length
+from mygpt.scoring import token_nats
 
 from .core import encode_corpus, forward, windows
 from .plotting import heatmap
@@ -226,10 +227,8 @@ def _half_losses(model, ids: torch.Tensor, length: int, offset: int = 0) -> tupl
     """Mean next-token loss on the first copy (its tokens 2..n) and on the repeat (its tokens 2..n; the repeat's
     first token follows the end of the first copy, which no earlier context predicts). ``offset`` is 1 when
     a start token precedes the first copy."""
-    logits = forward(model, ids, attentions=False, hidden_states=False).logits.float().cpu()  # (B, 2n, V)
-    losses = torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none"
-    ).view(ids.shape[0], -1)  # (B, T-1): entry t is the loss of predicting token t+1
+    logits = forward(model, ids, attentions=False, hidden_states=False).logits.cpu()  # (B, 2n, V)
+    losses = token_nats(logits, ids)[:, :-1]  # (B, T-1): entry t is the loss of predicting token t+1
     first = losses[:, offset : offset + length - 1]  # targets offset+1 .. offset+n-1
     second = losses[:, offset + length :]  # targets offset+n+1 .. offset+2n-1
     return float(first.mean()), float(second.mean())
