@@ -16,11 +16,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 
-from configuration_mygpt import MyGPTConfig
-from modeling_mygpt import MyGPTForCausalLM
-from mygpt.tokenization import train_char_tokenizer
+from conftest import save_tiny_mygpt
 from tests.isolation import block_project_prelude
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,15 +27,7 @@ TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\nJULIET:\nAy 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory) -> Path:
     """A tiny MyGPT saved as a run saves it: weights with their remote code, tokenizer, generation config."""
-    folder = tmp_path_factory.mktemp("documented") / "run"
-    tokenizer = train_char_tokenizer([TEXT])
-    torch.manual_seed(0)
-    config = MyGPTConfig(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=2, n_head=2,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    MyGPTForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return Path(save_tiny_mygpt(tmp_path_factory.mktemp("documented") / "run", TEXT, n_positions=256))
 
 
 def python_blocks(markdown: str) -> list[str]:

@@ -24,6 +24,7 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
+from conftest import save_tiny_mygpt
 from configuration_mygpt import MyGPTConfig
 from generation_mygpt import STRATEGIES, STRATEGY_PRESETS, make_sampler
 from modeling_mygpt import MyGPTForCausalLM
@@ -320,14 +321,7 @@ TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\nJULIET:\nO R
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> str:
     """A saved tiny MyGPT with a character tokenizer."""
-    folder = tmp_path_factory.mktemp("cli") / "model"
-    tokenizer = train_char_tokenizer([TEXT])
-    torch.manual_seed(0)
-    config = tiny_config(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, n_positions=128)
-    MyGPTForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny_mygpt(tmp_path_factory.mktemp("cli") / "model", TEXT, bos_token_id=None)
 
 
 def run_cli(capsys, *argv: str) -> str:
