@@ -83,7 +83,8 @@ class EvaluateArguments:
     batch_size: int | None = field(default=None, metadata={
         "help": "Windows per forward pass. Default: as many as keep the logits near 128 MiB."})
     num_prompts: int = field(default=6, metadata={
-        "help": "Prompts drawn from the evaluation text, evenly spaced, for the generations. 0 skips generation."})
+        "help": "Prompts cut from the evaluation text at line starts chosen with --seed (never overlapping), for "
+                "the generations. 0 skips generation."})
     prompts: list[str] | None = field(default=None, metadata={"help": "Use these prompts instead."})
     prompt_chars: int = field(default=120, metadata={"help": "Length of each drawn prompt, in characters."})
     samples_per_prompt: int = field(default=2, metadata={"help": "Generations per prompt and model."})
@@ -91,7 +92,8 @@ class EvaluateArguments:
         "help": "Each continuation is cut to this many characters, so every model is measured on as much text."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling threshold (1.0 = off)."})
-    seed: int = field(default=1234, metadata={"help": "Seed for the sampling (the same for every model)."})
+    seed: int = field(default=1234, metadata={
+        "help": "Seed for the prompts and the sampling (the same for every model)."})
     device: str = field(default="auto", metadata={"help": "auto (cuda when available, else cpu), cpu, cuda, ..."})
     dtype: str = field(default="float32", metadata={
         "help": "Weights' precision: float32 (default, exact scores), bfloat16 or float16 (faster on GPUs), or auto "
