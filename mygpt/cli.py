@@ -113,6 +113,9 @@ def parse(
         if file_defaults is not None:
             values = {**values, **{k: v for k, v in file_defaults(config_value, values).items() if k not in values}}
     parser.set_defaults(**values)
+    for action in parser._actions:  # an option the file sets is no longer required on the command line
+        if action.dest in values:
+            action.required = False
     *instances, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if own_option and instances and isinstance(instances[-1], argparse.Namespace):
         instances = instances[:-1]  # HfArgumentParser returns the options no dataclass took (our --config) last

@@ -165,10 +165,11 @@ def resolve_data_files(patterns: list[str]) -> list[Path]:
     return unique
 
 
-def read_text_files(files: list[Path]) -> list[Document]:
+def read_text_files(files: list[Path], purpose: str = "train on") -> list[Document]:
     """Reads each file as one UTF-8 document (title = file name).
 
-    Raises ``ValueError`` for a file that is not UTF-8 or is empty, naming it.
+    Raises ``ValueError`` for a file that is not UTF-8 or is empty, naming it (and saying there is no text to
+    ``purpose``: "train on", "evaluate", ...).
     """
     documents = []
     for path in files:
@@ -180,7 +181,7 @@ def read_text_files(files: list[Path]) -> list[Document]:
                              "convert it, e.g. iconv -f latin1 -t utf-8") from None
         text = text.replace("\r\n", "\n")
         if not text.strip():
-            raise ValueError(f"{path} is empty: there is no text to train on")
+            raise ValueError(f"{path} is empty: there is no text to {purpose}")
         documents.append({"id": str(path), "title": path.name, "text": text})
     return documents
 

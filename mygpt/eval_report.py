@@ -1,22 +1,22 @@
 """Write a model comparison to disk: ``report.json``, ``report.md`` and PNG plots.
 
-Everything here reads one plain dictionary, the *results* that ``evaluate_models.py`` builds (documented in
-:func:`write_report`), so the report can be re-rendered from a saved ``report.json`` without re-running a model.
-Files are written into a temporary folder first and moved into place at the end, ``report.json`` last: a
-folder is never left holding a half-written report that looks finished.
+Everything here reads one plain dictionary, the *results* that :func:`mygpt.evaluation.compare_models` builds
+(documented in :func:`write_report`), so the report can be re-rendered from a saved ``report.json`` without
+re-running a model. Files are written into a staging folder first and moved into place at the end,
+``report.json`` last (``mygpt.files.staged_folder``): a folder is never left holding a half-written report that
+looks finished.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from mygpt.files import staged_folder, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -28,44 +28,24 @@ REPORT_FILES = ("report.md", "bits_per_byte.png", "loss_by_position.png", "repor
 def write_report(results: dict[str, Any], output_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``report.json``, ``report.md``, ``bits_per_byte.png`` and ``loss_by_position.png`` into ``output_dir``.
 
-    ``results`` holds (see ``evaluate_models.py``): ``command``, ``created``, ``environment``, ``wall_time_seconds``,
-    ``settings`` (window, stride, generation knobs), ``data`` (source, documents, titles, chars, bytes, sha256),
-    ``models`` (one dict each: ``name``, ``description`` with parameters, ``training`` facts, ``scores`` as
-    :meth:`mygpt.scoring.TextScore.to_dict`, ``generation`` with ``metrics`` and ``samples``, ``timing``),
-    ``reference`` (the held-out continuations' diversity figures, or None), ``prompts``, ``skipped``
-    (``{"name", "reason"}``) and ``warnings``. Other files already in ``output_dir`` are left alone.
+    ``results`` holds (see :func:`mygpt.evaluation.compare_models`): ``command``, ``created``, ``environment``,
+    ``wall_time_seconds``, ``settings`` (window, stride, generation knobs), ``data`` (source, documents, titles,
+    chars, bytes, sha256), ``models`` (one dict each: ``name``, ``description`` with parameters, ``training``
+    facts, ``scores`` as :meth:`mygpt.scoring.TextScore.to_dict`, ``generation`` with ``metrics`` and
+    ``samples``, ``timing``), ``reference`` (the held-out continuations' diversity figures, or None),
+    ``prompts``, ``skipped`` (``{"name", "reason"}``) and ``warnings``. Other files already in ``output_dir``
+    are left alone.
 
     Returns the paths written, by file name.
     """
     out = Path(output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_folder(out, replace=False, last="report.json") as staging:
         plot_bits_per_byte(results, staging / "bits_per_byte.png")
         plot_loss_by_position(results, staging / "loss_by_position.png")
-        (staging / "report.md").write_text(render_markdown(results), encoding="utf-8")
-        (staging / "report.json").write_text(json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n",
-                                             encoding="utf-8")
-        out.mkdir(parents=True, exist_ok=True)
-        written = {}
-        for name in REPORT_FILES:  # report.json moves last
-            os.replace(staging / name, out / name)
-            written[name] = out / name
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        write_text(staging / "report.md", render_markdown(results))
+        write_json(staging / "report.json", results)  # NaN (no figure) becomes null
     logger.info("report written to %s", out)
-    return written
-
-
-def _jsonable(value: Any) -> Any:
-    """Replace non-finite floats by ``None`` (JSON has no NaN/inf) and tuples by lists."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+    return {name: out / name for name in REPORT_FILES}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -76,6 +76,17 @@ class HubError(RuntimeError):
     """The Hub could not be used: no token, no network, or the Hub refused. Nothing was committed."""
 
 
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` when it is a valid Hub repository id (huggingface_hub's own rule, checked locally, so a dry
+    run catches it too); else ``HubError`` saying what a valid id looks like."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise HubError(f"invalid --repo_id {repo_id!r}: expected 'user/name' or 'organisation/name', made of "
+                         f"letters, digits, '-', '_' and '.' ({error})") from None
+    return repo_id
+
+
 @dataclass(frozen=True)
 class UploadFile:
     """One file of the upload: where it lands in the repository, where it is on disk, how big it is."""
@@ -388,11 +399,7 @@ def push_model_folder(
     for ``private`` when the repository already exists and is public is refused rather than published. Weight
     files an earlier push left behind, which this upload does not overwrite, are deleted in the same commit.
     """
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise HubError(f"invalid --repo_id {repo_id!r}: expected 'user/name' or 'organisation/name' "
-                       f"({error})") from None
+    check_repo_id(repo_id)
     api = HfApi(token=token)
     try:
         repo_id = api.create_repo(repo_id, private=True if private else None, exist_ok=True, repo_type="model").repo_id

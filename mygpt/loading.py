@@ -19,8 +19,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DTYPES", "ModelNotAvailableError", "context_length", "is_offline", "load_model_and_tokenizer",
-           "resolve_device", "resolve_dtype"]
+__all__ = ["DTYPES", "ModelNotAvailableError", "check_model_name", "context_length", "is_offline",
+           "load_model_and_tokenizer", "resolve_device", "resolve_dtype"]
 
 DTYPES: dict[str, Any] = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
                           "float16": torch.float16}
@@ -97,6 +97,44 @@ def _register_mygpt() -> bool:
     return True
 
 
+def _offline_message(name: str) -> str:
+    return (f"cannot load model {name!r}: there is no folder of that name, and it is not in the local Hugging Face "
+            "cache while the Hub is switched off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE). Give the path of a saved "
+            "model folder, or run where huggingface.co is reachable.")
+
+
+def check_model_name(name_or_path: str | os.PathLike) -> str:
+    """Check, without loading anything, that ``name_or_path`` can name a model here: ``"folder"`` or ``"hub"``.
+
+    A command checks every model it is given this way before it starts work, so a typo is named at once.
+
+    Raises:
+        ModelNotAvailableError: a path that does not exist, a file, a folder without ``config.json``, a name that
+            is not a valid Hub id, or a Hub id that is not in the local cache while the Hub is switched off.
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    name = os.fspath(name_or_path)
+    if os.path.isdir(name):
+        if not os.path.isfile(os.path.join(name, "config.json")):
+            raise ModelNotAvailableError(f"{name!r} is a folder but holds no model (no config.json): give a folder "
+                                         "written by save_pretrained, such as a finished train_hf.py run, or a Hub id")
+        return "folder"
+    if os.path.exists(name):
+        raise ModelNotAvailableError(f"{name!r} is a file, not a model folder")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelNotAvailableError(f"model folder {name!r} does not exist")
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except HFValidationError:
+        raise ModelNotAvailableError(f"model {name!r} is neither a folder here nor a valid Hub id "
+                                     "('name' or 'owner/name')") from None
+    if is_offline() and not isinstance(cached, str):
+        raise ModelNotAvailableError(_offline_message(name))
+    return "hub"
+
+
 def load_model_and_tokenizer(
     name_or_path: str | os.PathLike,
     *,
@@ -128,15 +166,7 @@ def load_model_and_tokenizer(
     name = os.fspath(name_or_path)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
-    is_folder = os.path.isdir(name)
-    if is_folder:
-        if not os.path.isfile(os.path.join(name, "config.json")):
-            raise ModelNotAvailableError(f"{name!r} is a folder but holds no model (no config.json): give a folder "
-                                         "written by save_pretrained, such as a finished train_hf.py run, or a Hub id")
-    elif os.path.exists(name):
-        raise ModelNotAvailableError(f"{name!r} is a file, not a model folder")
-    elif name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ModelNotAvailableError(f"model folder {name!r} does not exist")
+    is_folder = check_model_name(name) == "folder"
     if trust_remote_code is None:
         trust_remote_code = is_folder
     # A MyGPT folder loads through the installed classes when they are importable (no remote code needed).
@@ -155,10 +185,7 @@ def load_model_and_tokenizer(
         if is_folder:
             raise ModelNotAvailableError(f"cannot load the model in {name!r}: {reason}") from None
         if offline:
-            raise ModelNotAvailableError(
-                f"cannot load model {name!r}: there is no folder of that name, and it is not in the local Hugging "
-                "Face cache while the Hub is switched off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE). Give the path of a "
-                "saved model folder, or run where huggingface.co is reachable.") from None
+            raise ModelNotAvailableError(_offline_message(name)) from None
         raise ModelNotAvailableError(f"cannot load model {name!r}: no folder of that name, and the Hub said: "
                                      f"{reason}") from None
     try:

@@ -260,9 +260,13 @@ def build_config(model_args: Any, context: int, tokenizer: PreTrainedTokenizerBa
 
 
 def generation_defaults(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-    """``generation_config.json`` of a trained model: ``generation_mygpt.DEFAULT_GENERATION`` and the tokenizer's ids."""
+    """``generation_config.json`` of a trained model: ``generation_mygpt.DEFAULT_GENERATION``, the tokenizer's ids,
+    and the pad token suppressed: it is never a training target, yet a briefly trained model still gives it some
+    probability, and a sampled pad reads as padding to the next forward call (GPT-2 then warns about a mask)."""
+    suppressed = [tokenizer.pad_token_id] if tokenizer.pad_token_id not in (None, tokenizer.eos_token_id) else None
     return {**DEFAULT_GENERATION, "use_cache": True, "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+            "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+            "suppress_tokens": suppressed}
 
 
 def command_line(prog: str, argv: list[str]) -> str:

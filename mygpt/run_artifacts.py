@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 import time
 from pathlib import Path
@@ -123,27 +122,6 @@ def plot_loss_curve(log_history: list[dict[str, Any]], tokens_per_step: int, pat
 # Samples
 
 
-def pick_prompts(texts: list[str], count: int, seed: int, max_chars: int = 80) -> list[str]:
-    """``count`` prompts from held-out text: whole lines starting at seeded random line beginnings."""
-    rng = random.Random(seed)
-    prompts = []
-    for _ in range(count * 20):
-        if len(prompts) == count or not texts:
-            break
-        text = rng.choice(texts)
-        start = text.find("\n", rng.randrange(max(1, len(text)))) + 1
-        lines = text[start:start + 4 * max_chars].split("\n")
-        prompt = ""
-        for line in lines:
-            if len(prompt) + len(line) + 1 > max_chars and prompt:
-                break
-            prompt += line + "\n"
-        prompt = prompt[:max_chars]
-        if prompt.strip() and prompt not in prompts:
-            prompts.append(prompt)
-    return prompts
-
-
 @torch.no_grad()
 def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int) -> list[dict[str, Any]]:
     """One sample per (strategy, prompt), for every strategy of ``generation_mygpt.STRATEGY_PRESETS``."""
@@ -170,7 +148,7 @@ def _generate_sliding(model, input_ids: torch.Tensor, strategy: str, knobs: dict
     The model only knows ``n_positions`` positions, so generation goes in chunks: each is prompted with the last
     half-context of tokens, as nanoGPT's sampler crops its context. Stops early at an end-of-text.
     """
-    from generation_mygpt import strategy_generate_kwargs
+    from mygpt.generation import generate
 
     limit = context_length(model)
     tokens = input_ids  # (1, T + generated)
@@ -179,10 +157,7 @@ def _generate_sliding(model, input_ids: torch.Tensor, strategy: str, knobs: dict
         wanted = min(max_new_tokens - (tokens.shape[1] - input_ids.shape[1]), limit - context.shape[1])
         kwargs = {**knobs, "max_new_tokens": wanted, "attention_mask": torch.ones_like(context),
                   "pad_token_id": pad_token_id}
-        if model.config.model_type == "mygpt":
-            output = model.generate(context, strategy=strategy, **kwargs)
-        else:  # GPT2LMHeadModel has no strategy= argument; the same samplers go in as logits processors
-            output = model.generate(context, **strategy_generate_kwargs(strategy, kwargs))
+        output = generate(model, context, strategy=strategy, **kwargs)  # any model class, the same samplers
         new = output[:, context.shape[1]:]  # (1, <= wanted)
         tokens = torch.cat([tokens, new], dim=1)
         if new.shape[1] < wanted:  # an end-of-text stopped it

@@ -18,17 +18,17 @@ neither as repetitive as greedy decoding nor as incoherent as sampling at a high
 Outputs in ``--output_dir``: ``sampler_report.json`` (all figures, all continuations), ``sampler_report.md``
 (table, examples, findings) and ``sampler_report.png`` (quality against diversity, one curve per strategy).
 
-    python -m mygpt.sampler_report --model runs/cpu-quick --judge runs/cpu-quick-gpt2 --output_dir reports/samplers
-    python -m mygpt.sampler_report --model runs/cpu-quick --prompt_file prompts.txt --grid small
+    mygpt-sampler-report --model runs/cpu-quick --judge runs/cpu-quick-gpt2 --output_dir reports/samplers
+    python -m mygpt.sampler_report --model runs/cpu-quick --prompt_file prompts.txt --grid small   # the same
+
+This module is the report; its command line is ``mygpt.commands.sampler_report``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -37,11 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from transformers import HfArgumentParser, set_seed
 
-from generate import load_model_and_tokenizer, model_context_length, resolve_device, special_token_kwargs
-from generation_mygpt import make_sampler, strategy_generate_kwargs
+from generation_mygpt import make_sampler
+from mygpt.files import staged_folder, write_json, write_text
+from mygpt.generation import check_fits, generate_continuations
+from mygpt.loading import load_model_and_tokenizer
+from mygpt.progress import progress
+from mygpt.prompts import Prompt, pick_prompts, read_prompt_file
+from mygpt.scoring import score_continuations
 from mygpt.text_metrics import distinct_n, repeated_ngram_rate, self_bleu
 
 logger = logging.getLogger(__name__)
@@ -67,12 +70,11 @@ SMALL_GRID: list[tuple[str, str, str | None, list[Any]]] = [
 ]
 GRIDS = {"full": FULL_GRID, "small": SMALL_GRID}
 REFERENCE = "held-out text"
-LOGITS_BUDGET = 2**25  # float32 logits held at once when scoring (128 MiB)
 
 
 @dataclass
 class SamplerReportArguments:
-    """Options of the sampler report (command line, or a .yaml/.json file given as the only argument)."""
+    """Options of the sampler report (``mygpt-sampler-report``; flags, or a YAML/JSON file of them)."""
 
     model: str = field(metadata={"help": "The model to study: a folder (e.g. runs/cpu-quick) or a Hub id."})
     output_dir: str = field(default="reports/samplers", metadata={"help": "Where the JSON, markdown and PNG go."})
@@ -93,61 +95,12 @@ class SamplerReportArguments:
     threads: int | None = field(default=None, metadata={
         "help": "torch CPU threads (default: torch's choice); on a busy shared machine 1 is often fastest."})
 
-
-@dataclass
-class Prompt:
-    text: str
-    ids: list[int]
-    reference: str | None = None  # the held-out text that followed the prompt
-    reference_ids: list[int] | None = None
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Prompts
-
-
-def heldout_prompts(texts: Sequence[str], tokenizer: Any, n: int, prompt_tokens: int, reference_tokens: int,
-                    seed: int) -> list[Prompt]:
-    """``n`` prompts starting at random line starts of ``texts``, each with the held-out text that follows it.
-
-    Every prompt is exactly ``prompt_tokens`` tokens and every reference ``reference_tokens`` tokens, so the
-    prompts batch without padding and the reference is as long as a generation.
-    """
-    needed = prompt_tokens + reference_tokens
-    starts = [(d, i + 1) for d, text in enumerate(texts) for i, ch in enumerate(text)
-              if ch == "\n" and i + 1 < len(text) and not text[i + 1].isspace()]
-    random.Random(seed).shuffle(starts)
-    prompts: list[Prompt] = []
-    used: set[tuple[int, int]] = set()
-    for d, start in starts:
-        if len(prompts) == n:
-            break
-        if any(d == ud and abs(start - us) < 200 for ud, us in used):  # keep prompts from overlapping
-            continue
-        piece = texts[d][start : start + 16 * needed]  # 16 characters per token is more than any tokenizer needs
-        ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
-        if len(ids) < needed + 1:  # + 1: the last token of a cut piece may be a partial word
-            continue
-        prompt_ids, reference_ids = ids[:prompt_tokens], ids[prompt_tokens:needed]
-        if any(p.ids == prompt_ids for p in prompts):  # a repeated prompt (a speaker's name) would inflate self-BLEU
-            continue
-        used.add((d, start))
-        prompts.append(Prompt(tokenizer.decode(prompt_ids), prompt_ids, tokenizer.decode(reference_ids), reference_ids))
-    if len(prompts) < n:
-        raise ValueError(f"the held-out text gives only {len(prompts)} prompts of {prompt_tokens} + {reference_tokens} "
-                         f"tokens, {n} asked for: lower --num_prompts, --prompt_tokens or --max_new_tokens")
-    return prompts
-
-
-def file_prompts(path: str, tokenizer: Any) -> list[Prompt]:
-    """One prompt per non-empty line of a file; no reference continuation."""
-    if not os.path.isfile(path):
-        raise ValueError(f"--prompt_file {path!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-        lines = [line.rstrip("\n") for line in f if line.strip()]
-    if not lines:
-        raise ValueError(f"--prompt_file {path!r} holds no prompt (every line is empty)")
-    return [Prompt(line, tokenizer(line, add_special_tokens=False)["input_ids"]) for line in lines]
+    def __post_init__(self) -> None:
+        for name in ("num_prompts", "prompt_tokens", "max_new_tokens", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.prompt_file is None and self.num_prompts < 2:
+            raise ValueError("--num_prompts must be >= 2: self-BLEU compares continuations of different prompts")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -163,58 +116,6 @@ def grid_settings(grid: str) -> list[dict[str, Any]]:
             make_sampler(strategy, **knobs)
             settings.append({"curve": curve, "strategy": strategy, "knob": knob, "value": value, "knobs": knobs})
     return settings
-
-
-@torch.inference_mode()
-def generate_continuations(model: Any, tokenizer: Any, prompts: list[Prompt], strategy: str, knobs: dict[str, Any],
-                           max_new_tokens: int, seed: int) -> list[list[int]]:
-    """Each prompt continued once (one batch, left-padded when lengths differ): the generated ids per prompt, up to
-    and including an end-of-text token."""
-    device = next(model.parameters()).device
-    width = max(len(p.ids) for p in prompts)
-    specials = special_token_kwargs(model, tokenizer)
-    pad = specials.get("pad_token_id", model.generation_config.pad_token_id)
-    pad = 0 if pad is None else pad
-    input_ids = torch.tensor([[pad] * (width - len(p.ids)) + p.ids for p in prompts], device=device)  # (B, T)
-    mask = torch.tensor([[0] * (width - len(p.ids)) + [1] * len(p.ids) for p in prompts], device=device)
-    set_seed(seed)
-    out = model.generate(input_ids, **strategy_generate_kwargs(strategy, {
-        **knobs, "attention_mask": mask, "max_new_tokens": max_new_tokens, "use_cache": True, **specials}))
-    eos = specials.get("eos_token_id", model.generation_config.eos_token_id)
-    eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-    continuations = []
-    for row in out[:, width:].tolist():
-        ends = [i for i, token in enumerate(row) if token in eos_ids]
-        continuations.append(row[: ends[0] + 1] if ends else row)
-    return continuations
-
-
-@torch.inference_mode()
-def loglik(model: Any, rows: Sequence[tuple[list[int], list[int]]]) -> tuple[float, int]:
-    """Sum of log p(target | context, previous targets) over all rows, and the number of targets.
-
-    Each row is ``(context ids, target ids)``; the context must not be empty. Sequences longer than the model's
-    context keep their last tokens. Rows are right-padded into batches that keep the logits near 128 MiB.
-    """
-    device = next(model.parameters()).device
-    limit = model_context_length(model) or 1024
-    vocab = model.get_output_embeddings().weight.shape[0]
-    total, count = 0.0, 0
-    rows = [(c, t) for c, t in rows if t]
-    width = min(max((len(c) + len(t) for c, t in rows), default=1), limit)
-    per_batch = max(1, LOGITS_BUDGET // (width * vocab))
-    for first in range(0, len(rows), per_batch):
-        batch = [(c + t)[-limit:] for c, t in rows[first : first + per_batch]]
-        n_targets = [min(len(t), len(seq) - 1) for seq, (_, t) in zip(batch, rows[first : first + per_batch])]
-        length = max(len(seq) for seq in batch)
-        ids = torch.tensor([seq + [0] * (length - len(seq)) for seq in batch], device=device)  # (B, T)
-        mask = torch.tensor([[1] * len(seq) + [0] * (length - len(seq)) for seq in batch], device=device)
-        log_probs = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)  # (B, T, V)
-        for b, (seq, n) in enumerate(zip(batch, n_targets)):
-            positions = torch.arange(len(seq) - n, len(seq), device=device)  # (n,) where the targets sit
-            total += log_probs[b, positions - 1, ids[b, positions]].sum().item()
-            count += n
-    return total, count
 
 
 def text_rows(tokenizer: Any, prompts: Sequence[str], continuations: Sequence[str]) -> list[tuple[list[int], list[int]]]:
@@ -248,11 +149,11 @@ def measure(model: Any, tokenizer: Any, judge: tuple[Any, Any] | None, prompts: 
     """All metrics of one setting (or of the reference), and the continuation texts."""
     texts = tokenizer.batch_decode(continuations, skip_special_tokens=True)
     metrics = text_metrics(texts)
-    total, count = loglik(model, [(p.ids, c) for p, c in zip(prompts, continuations)])
-    metrics["loglik_model"] = total / count if count else math.nan
+    nats, count = score_continuations(model, [(p.ids, c) for p, c in zip(prompts, continuations)])
+    metrics["loglik_model"] = -nats / count if count else math.nan
     if judge is not None:
-        total, count = loglik(judge[0], text_rows(judge[1], [p.text for p in prompts], texts))
-        metrics["loglik_judge"] = total / count if count else math.nan
+        nats, count = score_continuations(judge[0], text_rows(judge[1], [p.text for p in prompts], texts))
+        metrics["loglik_judge"] = -nats / count if count else math.nan
     metrics["mean_new_tokens"] = sum(map(len, continuations)) / len(continuations)
     return metrics, texts
 
@@ -381,63 +282,59 @@ def render_plot(report: dict[str, Any], path: Path) -> None:
 # Putting it together
 
 
-def check_arguments(args: SamplerReportArguments) -> None:
-    for name in ("num_prompts", "prompt_tokens", "max_new_tokens", "threads"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.prompt_file is None and args.num_prompts < 2:
-        raise ValueError("--num_prompts must be >= 2: self-BLEU compares continuations of different prompts")
+def _prompts(args: SamplerReportArguments, tokenizer: Any) -> list[Prompt]:
+    if args.prompt_file is not None:
+        return [Prompt(line, ids=tokenizer(line, add_special_tokens=False)["input_ids"])
+                for line in read_prompt_file(args.prompt_file)]
+    from mygpt.data import heldout_texts
+
+    run_dir = args.run_dir or args.model
+    try:
+        texts = heldout_texts(run_dir, args.split)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}: prompts come from a finished training run's held-out text; pass "
+                                "--run_dir RUN, or --prompt_file FILE") from None
+    try:
+        return pick_prompts(texts, args.num_prompts, length=args.prompt_tokens, reference_length=args.max_new_tokens,
+                            tokenizer=tokenizer, seed=args.seed, strict=True)
+    except ValueError as error:
+        raise ValueError(f"{error} (--num_prompts, --prompt_tokens, --max_new_tokens)") from None
 
 
 def build_report(args: SamplerReportArguments) -> dict[str, Any]:
     """Run every setting of the grid and measure it; returns the JSON-able report."""
-    check_arguments(args)
     settings = grid_settings(args.grid)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    model, tokenizer = load_model_and_tokenizer(args.model, device)
+    model, tokenizer = load_model_and_tokenizer(args.model, device=args.device)
     judge = None
     if args.judge is not None:
         try:
-            judge = load_model_and_tokenizer(args.judge, device)
+            judge = load_model_and_tokenizer(args.judge, device=model.device)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"--judge: {error}") from None
-
-    if args.prompt_file is not None:
-        prompts = file_prompts(args.prompt_file, tokenizer)
-    else:
-        from mygpt.data import heldout_texts
-
-        run_dir = args.run_dir or args.model
-        try:
-            texts = heldout_texts(run_dir, args.split)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"{error}: prompts come from a finished training run's held-out text; pass "
-                                    "--run_dir RUN, or --prompt_file FILE") from None
-        prompts = heldout_prompts(texts, tokenizer, args.num_prompts, args.prompt_tokens, args.max_new_tokens, args.seed)
-    context = model_context_length(model)
-    longest = max(len(p.ids) for p in prompts)
-    if min(len(p.ids) for p in prompts) == 0:
-        raise ValueError("a prompt gives no token with the model's tokenizer")
-    if context is not None and longest + args.max_new_tokens > context:
-        raise ValueError(f"the longest prompt ({longest} tokens) + --max_new_tokens ({args.max_new_tokens}) exceeds "
-                         f"the model's context of {context} tokens")
+    if args.prompt_file is None:  # before any prompt is cut: the held-out prompts are all this long
+        check_fits(model, args.prompt_tokens, args.max_new_tokens, "--prompt_tokens")
+    prompts = _prompts(args, tokenizer)
+    check_fits(model, max(len(p.ids) for p in prompts), args.max_new_tokens, "the longest prompt")
 
     started = time.perf_counter()
     reference = None
     if all(p.reference_ids is not None for p in prompts):
         reference, _ = measure(model, tokenizer, judge, prompts, [p.reference_ids for p in prompts])
-    for i, setting in enumerate(settings):
-        logger.info("setting %d/%d: %s", i + 1, len(settings), label(setting))
-        continuations = generate_continuations(model, tokenizer, prompts, setting["strategy"], setting["knobs"],
-                                               args.max_new_tokens, args.seed)
-        setting["metrics"], setting["continuations"] = measure(model, tokenizer, judge, prompts, continuations)
+    for setting in progress(settings, desc="sampler grid", unit="setting"):
+        logger.info("setting: %s", label(setting))
+        continuations = generate_continuations(model, tokenizer, [p.ids for p in prompts],
+                                               strategy=setting["strategy"], knobs=setting["knobs"],
+                                               max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                               desc=label(setting))
+        setting["metrics"], setting["continuations"] = measure(model, tokenizer, judge, prompts,
+                                                               [samples[0] for samples in continuations])
     report = {
         "model": args.model,
         "judge": args.judge,
         "arguments": asdict(args),
-        "device": str(device),
+        "device": str(model.device),
         "seconds": time.perf_counter() - started,
         "metric_definitions": {
             "distinct_n": "unique word n-grams / all word n-grams over the continuations (mygpt.text_metrics)",
@@ -455,50 +352,26 @@ def build_report(args: SamplerReportArguments) -> dict[str, Any]:
     return report
 
 
+REPORT_FILES = ("sampler_report.png", "sampler_report.md", "sampler_report.json")  # the JSON last: "finished"
+
+
 def write_report(report: dict[str, Any], output_dir: str | os.PathLike) -> list[Path]:
-    """Write PNG, markdown and JSON; each goes to a temporary name first, so no half-written file is left."""
+    """Write PNG, markdown and JSON into ``output_dir``: built aside and moved in only when all three are written
+    (the JSON last), so no half-written report is left. Other files there are left alone."""
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, write in (
-        ("sampler_report.png", lambda path: render_plot(report, path)),
-        ("sampler_report.md", lambda path: path.write_text(render_markdown(report), encoding="utf-8")),
-        ("sampler_report.json", lambda path: path.write_text(json.dumps(report, indent=1), encoding="utf-8")),
-    ):
-        final = out / name
-        temporary = out / f".{name}.partial{final.suffix}"  # keeps the suffix: matplotlib picks the format by it
-        try:
-            write(temporary)
-            os.replace(temporary, final)
-        finally:
-            temporary.unlink(missing_ok=True)
-        written.append(final)
-    return written
+    with staged_folder(out, replace=False, last="sampler_report.json") as staging:
+        render_plot(report, staging / "sampler_report.png")
+        write_text(staging / "sampler_report.md", render_markdown(report))
+        write_json(staging / "sampler_report.json", report, indent=1)
+    return [out / name for name in REPORT_FILES]
 
 
-def parse_arguments(argv: list[str] | None = None) -> SamplerReportArguments:
-    parser = HfArgumentParser(SamplerReportArguments, description=__doc__.split("\n\n")[0])
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        if not os.path.isfile(argv[0]):
-            parser.error(f"options file {argv[0]!r} does not exist")
-        load = parser.parse_yaml_file if argv[0].endswith((".yaml", ".yml")) else parser.parse_json_file
-        return load(os.path.abspath(argv[0]))[0]
-    return parser.parse_args_into_dataclasses(argv)[0]
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mygpt.sampler_report``: the command ``mygpt-sampler-report`` (``mygpt.commands.sampler_report``)."""
+    from mygpt.commands.sampler_report import main as command_main  # the command, only when run as one
 
-
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logger.setLevel(logging.INFO)  # progress of this report; other libraries stay at warnings
-    args = parse_arguments(argv)
-    try:
-        report = build_report(args)
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from None
-    for path in write_report(report, args.output_dir):
-        print(f"wrote {path}")
-    print("\n".join(f"- {line}" for line in report["findings"]))
+    return command_main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

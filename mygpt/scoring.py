@@ -25,35 +25,81 @@ the predicted one inside its window, the start token included), so overlapping w
 from __future__ import annotations
 
 import logging
-import os
-import socket
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from mygpt.loading import context_length
+from mygpt.progress import ProgressBar, progress
 from mygpt.text_metrics import bits_per_byte, bits_per_char, perplexity
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Window",
+    "IGNORE_INDEX",
+    "LOGITS_BUDGET",
     "TextScore",
-    "sliding_windows",
-    "model_context_length",
+    "Window",
     "resolve_window",
-    "start_token_id",
-    "score_token_ids",
+    "row_nats",
+    "score_continuations",
     "score_text",
     "score_texts",
-    "ModelNotAvailableError",
-    "hub_reachable",
-    "load_causal_lm",
+    "score_token_ids",
+    "sliding_windows",
+    "start_token_id",
+    "token_nats",
 ]
 
+IGNORE_INDEX = -100  # transformers' and PyTorch's label for "no loss here" (mygpt.data uses the same value)
 # Upper bound on the float32 logits held at once (batch * window * vocab): 2**25 elements = 128 MiB per copy.
 LOGITS_BUDGET = 2**25
+
+
+# --------------------------------------------------------------------------------------------------
+# The one token-scoring function: the Trainer's evaluation, the text scorer, the sampler report and the head
+# ablation all compute their losses with it.
+# --------------------------------------------------------------------------------------------------
+
+
+def token_nats(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Nats of every next-token prediction of a causal LM over labelled rows.
+
+    Hugging Face's label convention: ``labels`` are the input ids (shifted here, not by the caller), with
+    ``-100`` where a token is not to be scored (context, padding).
+
+    Args:
+        logits: (B, T, V) the model's output for the rows.
+        labels: (B, T) token ids, ``-100`` where not scored.
+
+    Returns:
+        (B, T) float32: entry ``[b, t]`` is ``-log p(labels[b, t+1] | tokens 0..t)``, and 0 at the last position
+        and wherever ``labels[b, t+1]`` is -100.
+    """
+    batch, length, vocab = logits.shape
+    # Position t predicts token t+1. The targets are shifted (and the last position given nothing to predict)
+    # rather than the logits sliced: slicing (B, T, V) would copy it, and cross entropy over the contiguous
+    # (B*T, V) view is twice as fast as over the class-dim-1 transpose.
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T)
+    return F.cross_entropy(logits.float().reshape(batch * length, vocab), targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="none").view(batch, length)
+
+
+def row_nats(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per row, the summed nats of :func:`token_nats` and the number of scored targets.
+
+    Args:
+        logits: (B, T, V); labels: (B, T), -100 where not scored.
+    Returns:
+        (B, 2) float64: ``[:, 0]`` summed nats, ``[:, 1]`` scored targets (``labels[:, 1:] != -100``); two numbers
+        per row, which is what a distributed evaluation gathers across processes.
+    """
+    nats = token_nats(logits, labels)  # (B, T)
+    counted = labels[:, 1:] != IGNORE_INDEX  # (B, T-1)
+    return torch.stack([nats.sum(1).double(), counted.sum(1).double()], dim=1)
 
 
 @dataclass(frozen=True)
@@ -190,19 +236,6 @@ class TextScore:
         }
 
 
-def model_context_length(model: torch.nn.Module) -> int:
-    """The number of positions the model was built for, read from its config (``n_positions`` and aliases)."""
-    config = model.config
-    for name in ("n_positions", "max_position_embeddings", "n_ctx", "max_seq_len", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 1:
-            return value
-    raise ValueError(
-        f"cannot tell the context length of {type(model).__name__}: its config has none of n_positions, "
-        "max_position_embeddings, n_ctx; pass the window explicitly"
-    )
-
-
 def start_token_id(tokenizer: Any) -> int | None:
     """The token that stands for "start of text": the tokenizer's BOS, else its EOS, else ``None``."""
     for token_id in (getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
@@ -213,7 +246,7 @@ def start_token_id(tokenizer: Any) -> int | None:
 
 def resolve_window(model: torch.nn.Module, window: int | None, stride: int | None) -> tuple[int, int]:
     """Fill in the defaults (window: the model's context length; stride: half the window) and check them."""
-    context = model_context_length(model)
+    context = context_length(model)
     window = context if window is None else window
     if not 2 <= window <= context:
         raise ValueError(f"window must be between 2 and the model's context length {context}, got {window}")
@@ -245,6 +278,7 @@ def score_token_ids(
     window: int | None = None,
     stride: int | None = None,
     batch_size: int | None = None,
+    bar: ProgressBar | None = None,
 ) -> tuple[torch.Tensor, TextScore]:
     """Nats of every token after the first, read through sliding windows.
 
@@ -254,6 +288,7 @@ def score_token_ids(
         window: tokens per forward pass; default and maximum: the model's context length.
         stride: how far each window moves; default ``window // 2`` (HF's guide uses 512 for GPT-2's 1024).
         batch_size: windows per forward pass; default: as many as keep the logits within ~128 MiB.
+        bar: a progress bar to advance by the tokens scored (default: one of its own).
 
     Returns:
         ``(nats, score)``: ``nats`` (L - 1,) float64, ``nats[i]`` = -log p(token i+1 | its window's context);
@@ -265,7 +300,7 @@ def score_token_ids(
     windows = sliding_windows(len(ids), window, stride)
     if batch_size is None:
         output = model.get_output_embeddings()
-        vocab = output.weight.shape[0] if output is not None else getattr(model.config, "vocab_size", 50_000)
+        vocab = output.weight.shape[0] if output is not None else model.config.vocab_size
         batch_size = max(1, LOGITS_BUDGET // (window * vocab))
 
     device = next(model.parameters()).device
@@ -275,22 +310,25 @@ def score_token_ids(
     score = TextScore(window=window, stride=stride)
     position_nats = torch.zeros(window, dtype=torch.float64)
     position_counts = torch.zeros(window, dtype=torch.long)
+    own_bar = progress(desc="scoring", total=len(nats), unit="tok", unit_scale=True) if bar is None else None
     try:
         for batch in _batches(windows, batch_size):
             inputs = torch.stack([ids[w.begin : w.end] for w in batch]).to(device)  # (B, T)
-            logits = model(input_ids=inputs).logits[:, :-1].float()  # (B, T-1, V): predicts inputs[:, 1:]
-            token_nats = F.cross_entropy(logits.transpose(1, 2), inputs[:, 1:], reduction="none")  # (B, T-1)
-            token_nats = token_nats.double().cpu()
+            # (B, T-1): entry j is the loss of predicting inputs[:, j+1], with j + 1 tokens of context
+            batch_nats = token_nats(model(input_ids=inputs).logits, inputs)[:, :-1].double().cpu()
             length = inputs.shape[1]
             # Every prediction feeds the position curve: prediction j sees j + 1 tokens of context.
-            position_nats[1:length] += token_nats.sum(0)
+            position_nats[1:length] += batch_nats.sum(0)
             position_counts[1:length] += len(batch)
             for row, w in enumerate(batch):
-                first = w.first_target - w.begin - 1  # index in token_nats of the first new target
-                nats[w.first_target - 1 : w.end - 1] = token_nats[row, first:]
+                first = w.first_target - w.begin - 1  # index in batch_nats of the first new target
+                nats[w.first_target - 1 : w.end - 1] = batch_nats[row, first:]
             score.n_forward_tokens += inputs.numel()
+            (bar or own_bar).update(sum(w.end - w.first_target for w in batch))
     finally:
         model.train(was_training)
+        if own_bar is not None:
+            own_bar.close()
     score.total_nats = float(nats.sum())
     score.n_tokens = len(nats)
     score.nats_by_position = position_nats.tolist()
@@ -312,6 +350,35 @@ def _encode(tokenizer: Any, text: str) -> tuple[list[int], int]:
     return ids, first_token_chars
 
 
+def _prepare(tokenizer: Any, text: str) -> tuple[list[int], str]:
+    """The ids to score for ``text`` (start token first, see the module docstring) and the part of the text they
+    score. Raises ``ValueError`` for an empty text, or one that gives no token to predict."""
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError("the text to score is empty (or only whitespace): nothing to score")
+    ids, first_token_chars = _encode(tokenizer, text)
+    start = start_token_id(tokenizer)
+    if start is not None:
+        return [start] + ids, text
+    scored_text = text[first_token_chars:]
+    if len(ids) < 2 or not scored_text:
+        raise ValueError(
+            "the text is a single token and the tokenizer has no BOS/EOS token to start from: nothing to score"
+        )
+    return ids, scored_text
+
+
+def _score_prepared(model: torch.nn.Module, text: str, ids: list[int], scored_text: str, *, window: int | None,
+                    stride: int | None, batch_size: int | None, bar: ProgressBar | None) -> TextScore:
+    _, score = score_token_ids(model, ids, window=window, stride=stride, batch_size=batch_size, bar=bar)
+    score.n_chars = len(scored_text)
+    score.n_bytes = len(scored_text.encode("utf-8"))
+    score.unscored_chars = len(text) - len(scored_text)
+    score.n_texts = 1
+    return score
+
+
 def score_text(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -325,26 +392,9 @@ def score_text(
 
     Raises ``ValueError`` for an empty text, or one that gives no token to predict.
     """
-    if not isinstance(text, str):
-        raise ValueError(f"text must be a str, got {type(text).__name__}")
-    if not text.strip():
-        raise ValueError("the text to score is empty (or only whitespace): nothing to score")
-    ids, first_token_chars = _encode(tokenizer, text)
-    start = start_token_id(tokenizer)
-    if start is not None:
-        ids, scored_text = [start] + ids, text
-    else:
-        scored_text = text[first_token_chars:]
-        if len(ids) < 2 or not scored_text:
-            raise ValueError(
-                "the text is a single token and the tokenizer has no BOS/EOS token to start from: nothing to score"
-            )
-    _, score = score_token_ids(model, ids, window=window, stride=stride, batch_size=batch_size)
-    score.n_chars = len(scored_text)
-    score.n_bytes = len(scored_text.encode("utf-8"))
-    score.unscored_chars = len(text) - len(scored_text)
-    score.n_texts = 1
-    return score
+    ids, scored_text = _prepare(tokenizer, text)
+    return _score_prepared(model, text, ids, scored_text, window=window, stride=stride, batch_size=batch_size,
+                           bar=None)
 
 
 def score_texts(
@@ -358,7 +408,8 @@ def score_texts(
 ) -> TextScore:
     """Score each text separately (fresh context) and add the sums; empty texts in the list are skipped.
 
-    Raises ``ValueError`` when there is no text at all or all texts are empty.
+    One progress bar counts the tokens of all the texts. Raises ``ValueError`` when there is no text at all or
+    all texts are empty.
     """
     if isinstance(texts, str):
         texts = [texts]
@@ -368,94 +419,50 @@ def score_texts(
     if len(non_empty) < len(texts):
         logger.info("skipping %d empty text(s) of %d", len(texts) - len(non_empty), len(texts))
     window, stride = resolve_window(model, window, stride)
+    prepared = [(text, *_prepare(tokenizer, text)) for text in non_empty]
     total = TextScore(window=window, stride=stride)
-    for text in non_empty:
-        score = score_text(model, tokenizer, text, window=window, stride=stride, batch_size=batch_size)
-        total.add(score)
+    with progress(desc="scoring", total=sum(len(ids) - 1 for _, ids, _ in prepared), unit="tok",
+                  unit_scale=True) as bar:
+        for text, ids, scored_text in prepared:
+            total.add(_score_prepared(model, text, ids, scored_text, window=window, stride=stride,
+                                      batch_size=batch_size, bar=bar))
     return total
 
 
+@torch.inference_mode()
+def score_continuations(model: torch.nn.Module,
+                        rows: Sequence[tuple[Sequence[int], Sequence[int]]]) -> tuple[float, int]:
+    """Total nats of each row's target tokens given its context, and the number of targets scored.
 
-# --------------------------------------------------------------------------------------------------
-# Loading any causal LM by folder or Hub id
-# --------------------------------------------------------------------------------------------------
-
-
-class ModelNotAvailableError(ValueError):
-    """A model named on the command line cannot be loaded; the message says why and what would work."""
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face Hub answers at all: ``False`` in offline mode or when its host cannot be reached.
-
-    A quick socket check, so that an offline machine learns it in seconds rather than after the
-    Hub client's retries.
+    Each row is ``(context ids, target ids)``; a row without targets is skipped, and a row whose context is empty
+    scores its targets from the second one on (the first has nothing to be predicted from). A row longer than
+    the model's context keeps its last tokens. Rows are right-padded into batches that keep the logits within
+    ``LOGITS_BUDGET``.
     """
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
-            return True
-    except OSError:
-        return False
-
-
-def load_causal_lm(
-    name_or_path: str,
-    *,
-    trust_remote_code: bool | None = None,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> tuple[torch.nn.Module, Any]:
-    """Load ``(model, tokenizer)`` from a local folder (a MyGPT run, any saved ``AutoModelForCausalLM``) or a Hub id.
-
-    Args:
-        name_or_path: a folder holding ``config.json`` and a tokenizer, or a Hub id such as ``gpt2``.
-        trust_remote_code: run the modeling code saved with the model. Default: yes for local folders (your
-            own files; MyGPT folders carry their code), no for Hub ids (someone else's code).
-        device, dtype: where and in what precision to put the weights (float32 keeps scores comparable).
-
-    Raises:
-        ModelNotAvailableError: a folder without a model, or a name that is neither a folder nor reachable on
-            the Hub (the message says the Hub cannot be reached when that is the reason).
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:  # registers "mygpt" in-process, so MyGPT folders load even without their code files
-        import modeling_mygpt  # noqa: F401
-    except ImportError:
-        pass
-    is_folder = os.path.isdir(name_or_path)
-    if is_folder and not os.path.isfile(os.path.join(name_or_path, "config.json")):
-        raise ModelNotAvailableError(
-            f"{name_or_path} is a folder but holds no model (no config.json): give a folder written by "
-            "save_pretrained (e.g. a finished train_hf.py run) or a Hub id"
-        )
-    if trust_remote_code is None:
-        trust_remote_code = is_folder
-    offline = not is_folder and not hub_reachable()
-    kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": offline}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
-    except (OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if is_folder:
-            raise ModelNotAvailableError(f"cannot load the model in {name_or_path}: {reason}") from None
-        if offline:
-            raise ModelNotAvailableError(
-                f"cannot load model {name_or_path!r}: there is no local folder of that name, it is not in the "
-                "local Hugging Face cache, and the Hugging Face Hub cannot be reached (offline). Give the path of "
-                "a saved model folder instead, or run where huggingface.co is reachable."
-            ) from None
-        raise ModelNotAvailableError(
-            f"cannot load model {name_or_path!r}: no local folder of that name, and the Hub says: {reason}"
-        ) from None
-    model.to(device)
+    device = next(model.parameters()).device
+    limit = context_length(model)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    rows = [(list(c), list(t)) for c, t in rows if len(t)]
+    width = min(max((len(c) + len(t) for c, t in rows), default=1), limit)
+    per_batch = max(1, LOGITS_BUDGET // (width * vocab))
+    total, count = 0.0, 0
+    was_training = model.training
     model.eval()
-    return model, tokenizer
+    try:
+        for first in range(0, len(rows), per_batch):
+            chunk = rows[first : first + per_batch]
+            batch = [(c + t)[-limit:] for c, t in chunk]
+            n_targets = [min(len(t), len(seq) - 1) for seq, (_, t) in zip(batch, chunk)]
+            length = max(len(seq) for seq in batch)
+            ids = torch.tensor([seq + [0] * (length - len(seq)) for seq in batch], device=device)  # (B, T)
+            mask = torch.tensor([[1] * len(seq) + [0] * (length - len(seq)) for seq in batch], device=device)
+            # only the last n tokens of each row are scored: its targets (context and padding are -100)
+            labels = torch.tensor([[IGNORE_INDEX] * (len(seq) - n) + seq[len(seq) - n :]
+                                   + [IGNORE_INDEX] * (length - len(seq)) for seq, n in zip(batch, n_targets)],
+                                  device=device)  # (B, T)
+            sums = row_nats(model(input_ids=ids, attention_mask=mask).logits, labels)  # (B, 2)
+            total += float(sums[:, 0].sum())
+            count += int(sums[:, 1].sum())
+    finally:
+        model.train(was_training)
+    return total, count

@@ -37,6 +37,7 @@ from mygpt.corpus import cache_dir
 from mygpt.data import data_arguments_record, load_text_splits, tokenize_and_pack
 from mygpt.files import FolderBusyError, FolderLock
 from mygpt.plan import RunPlan
+from mygpt.prompts import pick_prompts
 from mygpt.tokenization import build_tokenizer, iter_texts
 from mygpt.training import (CsvLogCallback, LMTrainer, ThroughputMeter, cpu_name, peak_flops_per_device,
                             training_flops_per_token, untied_missing_keys, write_log_csv)
@@ -245,8 +246,8 @@ def _write_artifacts(run: PreparedRun, trainer: LMTrainer, summary: dict[str, An
     seed = plan.training_args.seed
     write_log_csv(out / "training_log.csv", trainer.state.log_history)
     run_artifacts.plot_loss_curve(trainer.state.log_history, plan.tokens_per_step, out / "loss_curve.png")
-    prompts = plan.run_args.sample_prompts or run_artifacts.pick_prompts(
-        list(run.texts["validation"]["text"]), plan.run_args.num_sample_prompts, seed)
+    prompts = plan.run_args.sample_prompts or [prompt.text for prompt in pick_prompts(
+        list(run.texts["validation"]["text"]), plan.run_args.num_sample_prompts, length=80, seed=seed, end="line")]
     samples = run_artifacts.generate_samples(trainer.model, run.tokenizer, prompts,
                                              plan.run_args.sample_max_new_tokens, seed)
     run_artifacts.write_samples_markdown(samples, out / "samples.md", summary["name"], seed)

@@ -27,8 +27,8 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.pytorch_utils import Conv1D
 
-from mygpt.data import IGNORE_INDEX
 from mygpt.files import atomic_path
+from mygpt.scoring import row_nats as token_nats  # (B, 2) summed nats and targets per row
 from mygpt.text_metrics import bits_per_byte
 
 logger = logging.getLogger(__name__)
@@ -200,25 +200,6 @@ class ThroughputMeter(TrainerCallback):
 
 # ---------------------------------------------------------------------------------------------------------------
 # The Trainer
-
-
-def token_nats(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-row summed next-token loss and number of scored tokens.
-
-    Args:
-        logits: (B, T, V); labels: (B, T), -100 where not scored.
-    Returns:
-        (B, 2) float64: ``[:, 0]`` summed nats, ``[:, 1]`` scored targets (``labels[:, 1:] != -100``).
-    """
-    batch, length, vocab = logits.shape
-    # Position t predicts token t+1. The targets are shifted (and the last position given nothing to predict)
-    # rather than the logits sliced: slicing (B, T, V) would copy it, and cross entropy over the contiguous
-    # (B*T, V) view is twice as fast as over the class-dim-1 transpose.
-    targets = nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T)
-    nll = nn.functional.cross_entropy(logits.float().reshape(batch * length, vocab), targets.reshape(-1),
-                                      ignore_index=IGNORE_INDEX, reduction="none").view(batch, length)
-    counted = targets != IGNORE_INDEX
-    return torch.stack([nll.sum(1).double(), counted.sum(1).double()], dim=1)
 
 
 def untied_missing_keys(model: nn.Module, missing_keys: list[str]) -> list[str]:

@@ -1,5 +1,5 @@
-"""analyze.py: from a saved model folder to a complete report folder; bad input exits non-zero with a clear
-message, no traceback, and leaves an earlier report untouched."""
+"""mygpt-analyze (analyze.py): from a saved model folder to a complete report folder; bad input exits non-zero
+with a clear message, no traceback, and leaves an earlier report untouched."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-import analyze
 from configuration_mygpt import MyGPTConfig
 from modeling_mygpt import MyGPTForCausalLM
-from mygpt.analysis.report import staged_directory
+from mygpt.cli import parse
+from mygpt.commands import analyze
+from mygpt.commands.analyze import AnalyzeArguments
 from mygpt.tokenization import train_bpe_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,15 +67,15 @@ EXPECTED_FILES = {
 @pytest.mark.slow
 def test_the_command_line_writes_every_report_file_and_every_png_opens(model_dir, eval_file, tmp_path):
     out = tmp_path / "analysis"
-    summary = analyze.main(["--model", model_dir, "--text", TEXT, "--eval_file", eval_file,
-                            "--output_dir", str(out), "--projections", "tsne", "--embedding_tokens", "120"])
+    assert analyze.main(["--model", model_dir, "--text", TEXT, "--eval_file", eval_file,
+                         "--output_dir", str(out), "--projections", "tsne", "--embedding_tokens", "120"]) == 0
     assert set(os.listdir(out)) == EXPECTED_FILES
     for name in EXPECTED_FILES:
         if name.endswith(".png"):
             with Image.open(out / name) as image:
                 image.verify()
     on_disk = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
-    assert on_disk["text_tokens"] == summary["text_tokens"] and on_disk["eval_source"] == f"--eval_file {eval_file}"
+    assert on_disk["text_tokens"] > 0 and on_disk["eval_source"] == f"--eval_file {eval_file}"
     assert len(on_disk["heads"]["table"]) == 2 * 4 and len(on_disk["ablation"]["delta"]) == 2
     readme = (out / "README.md").read_text()
     for name in EXPECTED_FILES:
@@ -135,10 +136,10 @@ def test_without_an_eval_file_a_runs_validation_split_is_used(model_dir, tmp_pat
     asked = []
     monkeypatch.setattr(mygpt.data, "heldout_texts",
                         lambda folder, split: asked.append((folder, split)) or [PLAY, PLAY])
-    args = analyze.parse_args(["--model", model_dir, "--text", TEXT])
+    args = AnalyzeArguments(model=model_dir, text=TEXT)
     assert analyze.evaluation_text(args) == (None, "the text itself")  # not a finished run: no run_summary.json
     (run / "run_summary.json").write_text("{}")
-    args = analyze.parse_args(["--model", str(run), "--text", TEXT])
+    args = AnalyzeArguments(model=str(run), text=TEXT)
     assert analyze.evaluation_text(args) == (PLAY + "\n\n" + PLAY, f"the validation split of {run}")
     assert asked == [(str(run), "validation")]
 
@@ -146,26 +147,12 @@ def test_without_an_eval_file_a_runs_validation_split_is_used(model_dir, tmp_pat
 def test_arguments_can_come_from_a_yaml_file(tmp_path):
     config = tmp_path / "analyze.yaml"
     config.write_text("model: runs/cpu-quick\ntext: \"ROMEO:\\nBut soft\"\nanalyses: [heads, lens]\nlayers: [0, 1]\n")
-    args = analyze.parse_args([str(config)])
+    (args,) = parse([AnalyzeArguments], [str(config)])
     assert (args.model, args.text, args.analyses, args.layers) == ("runs/cpu-quick", "ROMEO:\nBut soft",
                                                                    ["heads", "lens"], [0, 1])
 
 
 def test_text_and_text_file_are_exclusive(model_dir):
     with pytest.raises(SystemExit) as exit_info:
-        analyze.parse_args(["--model", model_dir])
-    assert exit_info.value.code == 2  # argparse's usage error
-
-
-def test_a_staged_report_replaces_the_old_one_only_when_complete(tmp_path):
-    target = tmp_path / "report"
-    target.mkdir()
-    (target / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError):
-        with staged_directory(str(target)) as folder:
-            open(os.path.join(folder, "new.txt"), "w").close()
-            raise RuntimeError("crash half way")
-    assert os.listdir(target) == ["old.txt"] and os.listdir(tmp_path) == ["report"]
-    with staged_directory(str(target)) as folder:
-        open(os.path.join(folder, "new.txt"), "w").close()
-    assert os.listdir(target) == ["new.txt"] and os.listdir(tmp_path) == ["report"]
+        analyze.main(["--model", model_dir])
+    assert exit_info.value.code == "error: give exactly one of --text and --text_file"

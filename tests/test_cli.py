@@ -36,6 +36,21 @@ def test_flags_override_the_file_which_overrides_the_defaults(tmp_path):
     assert (options.model, options.seed) == ("runs/x", 0)
 
 
+@dataclass
+class Required:
+    model: str = field(metadata={"help": "The model (no default: required)."})
+    seed: int = field(default=0, metadata={"help": "Seed."})
+
+
+def test_a_required_option_may_come_from_the_file(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("model: runs/from-file\n")
+    (options,) = parse([Required], [str(config), "--seed", "2"])
+    assert (options.model, options.seed) == ("runs/from-file", 2)
+    with pytest.raises(SystemExit):  # without the file it is still required
+        parse([Required], ["--seed", "2"])
+
+
 def test_json_config_and_list_values(tmp_path):
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"prompts": ["a", "b"]}))

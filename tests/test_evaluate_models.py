@@ -1,4 +1,5 @@
-"""Contracts of evaluate_models.py: a complete report from any local causal LMs, clear errors otherwise."""
+"""Contracts of the model comparison (mygpt-evaluate / evaluate_models.py): a complete report from any local causal
+LMs, clear errors otherwise."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import evaluate_models
-from mygpt import eval_report
+from mygpt import eval_report, evaluation
+from mygpt.cli import parse
+from mygpt.commands import evaluate as command
+from mygpt.evaluation import EvaluateArguments
 from test_scoring import train_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +92,7 @@ def report(workspace, tmp_path_factory) -> dict:
     argv = ["--models", str(workspace["mygpt"]), str(workspace["gpt2"]), "--data_files", str(workspace["data"]),
             "--output_dir", str(out), "--stride", "16", "--num_prompts", "3", "--samples_per_prompt", "2",
             "--generation_chars", "40"]
-    assert evaluate_models.main(argv) == 0
+    assert command.main(argv) == 0
     return {"dir": out, "json": json.loads((out / "report.json").read_text()), "md": (out / "report.md").read_text()}
 
 
@@ -141,24 +144,25 @@ def test_the_report_files_are_all_there_and_readable(report):
 @pytest.mark.slow
 def test_the_figures_equal_the_scoring_functions_on_the_same_model(report, workspace):
     """The report's bits per byte is what mygpt.scoring gives for that model and text (nothing re-derived)."""
-    from mygpt.scoring import load_causal_lm, score_texts
+    from mygpt.loading import load_model_and_tokenizer
+    from mygpt.scoring import score_texts
 
-    model, tokenizer = load_causal_lm(str(workspace["gpt2"]))
+    model, tokenizer = load_model_and_tokenizer(workspace["gpt2"], device="cpu", dtype="float32")
     expected = score_texts(model, tokenizer, [PLAY_A, PLAY_B], stride=16)
     got = report["json"]["models"][1]["scores"]
     assert got["total_nats"] == pytest.approx(expected.total_nats, rel=1e-6)
     assert got["n_tokens"] == expected.n_tokens
 
 
-def test_an_unreachable_hub_id_is_named_and_skipped_and_the_others_go_on(workspace, tmp_path, capsys):
+def test_an_unreachable_hub_id_is_named_and_skipped_and_the_others_go_on(workspace, tmp_path, caplog):
     out = tmp_path / "compare"
-    code = evaluate_models.main(["--models", "no-such-org/no-such-model", str(workspace["gpt2"]), "--data_files",
-                                 str(workspace["data"] / "hamlet.txt"), "--output_dir", str(out), "--num_prompts", "1",
-                                 "--generation_chars", "20", "--samples_per_prompt", "1"])
+    code = command.main(["--models", "no-such-org/no-such-model", str(workspace["gpt2"]), "--data_files",
+                         str(workspace["data"] / "hamlet.txt"), "--output_dir", str(out), "--num_prompts", "1",
+                         "--generation_chars", "20", "--samples_per_prompt", "1"])
     assert code == 0
-    stderr = capsys.readouterr().err
-    assert "skipping no-such-org/no-such-model" in stderr
-    assert "Hugging Face Hub cannot be reached" in stderr
+    warnings = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "skipping no-such-org/no-such-model" in warnings
+    assert "the Hub is switched off" in warnings
     results = json.loads((out / "report.json").read_text())
     assert [m["name"] for m in results["models"]] == [str(workspace["gpt2"])]
     assert results["skipped"][0]["name"] == "no-such-org/no-such-model"
@@ -169,7 +173,7 @@ def test_when_no_model_is_left_the_command_exits_non_zero_with_a_plain_message(w
     result = run_cli("--models", "gpt2", "--data_files", str(workspace["data"]), "--output_dir", str(tmp_path / "r"))
     assert result.returncode != 0
     assert "error: none of the models could be evaluated" in result.stderr
-    assert "'gpt2'" in result.stderr and "Hub cannot be reached" in result.stderr
+    assert "'gpt2'" in result.stderr and "Hub is switched off" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "r").exists()
 
@@ -181,6 +185,7 @@ def test_an_empty_text_file_is_a_clear_error_and_a_non_zero_exit(workspace, tmp_
                      str(tmp_path / "r"))
     assert result.returncode != 0
     assert "error:" in result.stderr and "empty" in result.stderr and "Traceback" not in result.stderr
+    assert "no text to evaluate" in result.stderr and "train" not in result.stderr  # not the trainer's message
     assert not (tmp_path / "r").exists()
 
 
@@ -188,29 +193,46 @@ def test_a_text_of_only_whitespace_is_a_clear_error(workspace, tmp_path):
     blank = tmp_path / "blank.txt"
     blank.write_text("  \n\n \t\n", encoding="utf-8")
     with pytest.raises(SystemExit, match="error: .*blank.txt is empty"):
-        evaluate_models.main(["--models", str(workspace["gpt2"]), "--data_files", str(blank), "--output_dir",
-                              str(tmp_path / "r")])
+        command.main(["--models", str(workspace["gpt2"]), "--data_files", str(blank), "--output_dir",
+                      str(tmp_path / "r")])
     assert not (tmp_path / "r").exists()
 
 
 def test_without_a_run_or_data_the_command_says_what_to_pass(workspace, tmp_path):
     with pytest.raises(SystemExit, match="none of --models is a train_hf.py run.*--data_files or --dataset"):
-        evaluate_models.main(["--models", str(workspace["gpt2"]), "--output_dir", str(tmp_path / "r")])
+        command.main(["--models", str(workspace["gpt2"]), "--output_dir", str(tmp_path / "r")])
+
+
+@pytest.mark.parametrize("name", ["MISSING_DIR", "{tmp}/MISSING_DIR", "runs/MISSING_DIR"])
+def test_a_missing_model_is_named_before_anything_else(name, tmp_path):
+    name = name.format(tmp=tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        command.main(["--models", name, "--output_dir", str(tmp_path / "r")])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: none of the models could be evaluated") and repr(name) in message
+    assert "no evaluation text" not in message
+    assert not (tmp_path / "r").exists()
+
+
+def test_without_a_run_a_model_that_is_no_folder_is_named_in_the_message(workspace, tmp_path):
+    args = EvaluateArguments(models=[str(workspace["gpt2"]), "someone/some-model"])
+    with pytest.raises(ValueError, match=r"no evaluation text.*'someone/some-model': no such folder here"):
+        evaluation.load_eval_text(args)
 
 
 @pytest.mark.parametrize("bad", [["--top_p", "2"], ["--dtype", "float8"], ["--stride", "0"],
                                  ["--data_files", "x.txt", "--dataset", "y"]])
-def test_bad_arguments_exit_with_usage_and_a_message(bad, capsys):
+def test_bad_arguments_exit_non_zero_with_a_message(bad, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        evaluate_models.parse_args(["--models", "m", *bad])
-    assert exit_info.value.code == 2
-    assert bad[0] in capsys.readouterr().err
+        command.main(["--models", "m", *bad])
+    assert exit_info.value.code not in (0, None)
+    assert bad[0] in str(exit_info.value.code) + capsys.readouterr().err
 
 
 def test_arguments_can_come_from_a_yaml_file(tmp_path):
     config = tmp_path / "compare.yaml"
     config.write_text("models: [runs/a, gpt2]\nstride: 128\noutput_dir: reports/x\n")
-    args = evaluate_models.parse_args([str(config)])
+    (args,) = parse([EvaluateArguments], [str(config)])
     assert (args.models, args.stride, args.output_dir) == (["runs/a", "gpt2"], 128, "reports/x")
 
 
@@ -227,21 +249,11 @@ def test_the_default_text_is_the_test_split_of_the_first_run(workspace, tmp_path
         return [PLAY_A, PLAY_B]
 
     monkeypatch.setattr("mygpt.data.heldout_texts", fake_heldout_texts)
-    args = evaluate_models.parse_args(["--models", str(workspace["gpt2"]), str(run)])
-    texts, titles, info = evaluate_models.load_eval_text(args)
+    args = EvaluateArguments(models=[str(workspace["gpt2"]), str(run)])
+    texts, titles, info = evaluation.load_eval_text(args)
     assert calls == [(str(run), "test")]
     assert texts == [PLAY_A, PLAY_B] and titles == ["Coriolanus", "Hamlet"]
     assert info["description"] == "the test plays of run's corpus"
-
-
-def test_prompts_are_followed_by_the_text_that_really_follows_them():
-    prompts = evaluate_models.pick_prompts([PLAY_A, PLAY_B], 4, prompt_chars=60, generation_chars=50)
-    assert len(prompts) == 4
-    for p in prompts:
-        source = [PLAY_A, PLAY_B][p["document"]]
-        assert p["prompt"] + p["reference"] in source
-        assert 0 < len(p["prompt"]) <= 60 and len(p["reference"]) == 50
-        assert p["reference"][0].isspace()  # prompts end before a space: no word cut in half
 
 
 def test_a_model_trained_on_the_evaluation_documents_is_flagged():
@@ -252,7 +264,7 @@ def test_a_model_trained_on_the_evaluation_documents_is_flagged():
               {"name": "clean", "training": run(["Othello"])},
               {"name": "gpt2", "training": {"run": False}}]
     data = {"source": "run_split", "corpus_source": "shakespeare", "titles": ["Hamlet", "Macbeth"]}
-    warnings = evaluate_models._leak_warnings(models, data)
+    warnings = evaluation._leak_warnings(models, data)
     assert len(warnings) == 1 and "`leaky`" in warnings[0] and "Hamlet" in warnings[0]
 
 
@@ -274,9 +286,9 @@ def test_a_held_out_split_with_no_text_is_a_clear_error(tmp_path, monkeypatch):
     run.mkdir()
     (run / "run_summary.json").write_text(json.dumps({"data": {"source": "shakespeare", "splits": {"test": {}}}}))
     monkeypatch.setattr("mygpt.data.heldout_texts", lambda run_dir, split="test": ["", "  \n"])
-    args = evaluate_models.parse_args(["--models", str(run)])
+    args = EvaluateArguments(models=[str(run)])
     with pytest.raises(ValueError, match=r"the evaluation text \(the test plays of run's corpus\) is empty"):
-        evaluate_models.load_eval_text(args)
+        evaluation.load_eval_text(args)
 
 
 def test_a_dataset_split_is_joined_like_the_hf_guide_or_read_row_by_row(tmp_path):
@@ -284,21 +296,21 @@ def test_a_dataset_split_is_joined_like_the_hf_guide_or_read_row_by_row(tmp_path
     folder.mkdir()
     (folder / "train.txt").write_text("some training text\n")
     (folder / "test.txt").write_text("first line\nsecond line\n\nfourth line\n")
-    args = evaluate_models.parse_args(["--models", "m", "--dataset", str(folder)])
-    texts, _, info = evaluate_models.load_eval_text(args)
+    args = EvaluateArguments(models=["m"], dataset=str(folder))
+    texts, _, info = evaluation.load_eval_text(args)
     assert texts == ["first line\n\nsecond line\n\n\n\nfourth line"] and info["documents"] == 1
-    args = evaluate_models.parse_args(["--models", "m", "--dataset", str(folder), "--rows_are_documents"])
-    texts, _, info = evaluate_models.load_eval_text(args)
+    args = EvaluateArguments(models=["m"], dataset=str(folder), rows_are_documents=True)
+    texts, _, info = evaluation.load_eval_text(args)
     assert texts == ["first line", "second line", "fourth line"]  # the empty row is dropped
-    args = evaluate_models.parse_args(["--models", "m", "--dataset", str(folder), "--text_column", "body"])
+    args = EvaluateArguments(models=["m"], dataset=str(folder), text_column="body")
     with pytest.raises(ValueError, match="--text_column 'body' is not a column.*'text'"):
-        evaluate_models.load_eval_text(args)
+        evaluation.load_eval_text(args)
 
 
 def test_an_unreachable_hub_dataset_is_a_clear_error():
-    args = evaluate_models.parse_args(["--models", "m", "--dataset", "no-such-org/no-such-dataset"])
-    with pytest.raises(ValueError, match="'no-such-org/no-such-dataset'.*Hub cannot be reached"):
-        evaluate_models.load_eval_text(args)
+    args = EvaluateArguments(models=["m"], dataset="no-such-org/no-such-dataset")
+    with pytest.raises(ValueError, match="'no-such-org/no-such-dataset'.*Hub is switched off"):
+        evaluation.load_eval_text(args)
 
 
 def test_log_bins_average_the_curve_weighted_by_predictions():

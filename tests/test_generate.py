@@ -1,4 +1,5 @@
-"""Contracts of generation with our samplers inside ``model.generate``, and of the generate.py command line.
+"""Contracts of generation with our samplers inside ``model.generate``, of the one generation path every tool
+takes (``mygpt.generation``), and of the mygpt-generate (generate.py) command line.
 
 Tiny random-weight models (vocab 100 > transformers' default top_k of 50, so a stray HF warper would show).
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -14,6 +16,7 @@ import warnings
 import pytest
 import torch
 from transformers import (
+    GenerationConfig,
     LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
@@ -21,10 +24,13 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-import generate as generate_cli
+from conftest import save_tiny_mygpt
 from configuration_mygpt import MyGPTConfig
 from generation_mygpt import STRATEGIES, STRATEGY_PRESETS, make_sampler
 from modeling_mygpt import MyGPTForCausalLM
+from mygpt import generation
+from mygpt.commands import generate as generate_cli
+from mygpt.loading import load_model_and_tokenizer
 from mygpt.tokenization import train_char_tokenizer
 
 
@@ -67,10 +73,6 @@ def model() -> MyGPTForCausalLM:
 @pytest.fixture(scope="module")
 def prompt() -> torch.LongTensor:
     return torch.randint(0, VOCAB, (1, 6), generator=torch.Generator().manual_seed(1))
-
-
-def test_strategies_under_test_cover_every_strategy():
-    assert set(KNOBS_UNDER_TEST) == set(STRATEGIES)
 
 
 def argmax_decode(model, input_ids: torch.LongTensor, steps: int) -> torch.LongTensor:
@@ -252,16 +254,34 @@ def test_generate_without_strategy_is_transformers_generate(model, prompt):
     assert all(torch.isfinite(s).sum().item() == 7 for s in ours.scores)  # HF's TopKLogitsWarper ran
 
 
-def test_our_samplers_drive_transformers_gpt2_too(model, prompt):
-    """strategy_generate_kwargs does not depend on the model class: the CLI uses it with any causal LM."""
-    from generation_mygpt import strategy_generate_kwargs
-
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_one_generation_path_gives_the_same_tokens_for_mygpt_and_transformers_gpt2(model, prompt, strategy):
+    """mygpt.generation.generate does not depend on the model class: GPT2LMHeadModel with the same weights gets
+    exactly MyGPT's samplers (the tools never branch on the class)."""
     gpt2 = model.to_gpt2().eval()
-    for strategy in ("top_p", "typical"):
+    knobs = KNOBS_UNDER_TEST[strategy]  # a KeyError here: a new strategy needs a setting in the table above
+    outputs = []
+    for lm in (model, gpt2):
         set_seed(11)
-        theirs = gpt2.generate(prompt, **strategy_generate_kwargs(strategy, {"max_new_tokens": 15}))
-        set_seed(11)
-        assert torch.equal(theirs, model.generate(prompt, strategy=strategy, max_new_tokens=15))
+        outputs.append(generation.generate(lm, prompt, strategy=strategy, max_new_tokens=15, **knobs))
+    set_seed(11)
+    assert torch.equal(outputs[0], outputs[1])
+    assert torch.equal(outputs[0], model.generate(prompt, strategy=strategy, max_new_tokens=15, **knobs))
+
+
+def test_continuations_of_prompts_of_different_lengths_equal_each_prompt_alone(model):
+    tokenizer = train_char_tokenizer([TEXT])
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
+    got = generation.generate_continuations(model, tokenizer, prompts, strategy="greedy", knobs={},
+                                            max_new_tokens=8)
+    for ids, (continuation,) in zip(prompts, got):
+        alone = model.generate(torch.tensor([ids]), strategy="greedy", max_new_tokens=8)[0, len(ids):]
+        assert continuation == alone.tolist()
+    many = generation.generate_continuations(model, tokenizer, prompts, strategy="top_k", knobs={"top_k": 20},
+                                             max_new_tokens=8, num_return_sequences=3, seed=2)
+    assert [len(samples) for samples in many] == [3, 3, 3] and all(len(s) == 8 for p in many for s in p)
+    with pytest.raises(ValueError, match="exceeds the model's context of 64"):
+        generation.generate_continuations(model, tokenizer, prompts, strategy="greedy", knobs={}, max_new_tokens=60)
 
 
 # --- remote code -------------------------------------------------------------------------------------------------
@@ -301,14 +321,7 @@ TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\nJULIET:\nO R
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> str:
     """A saved tiny MyGPT with a character tokenizer."""
-    folder = tmp_path_factory.mktemp("cli") / "model"
-    tokenizer = train_char_tokenizer([TEXT])
-    torch.manual_seed(0)
-    config = tiny_config(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, n_positions=128)
-    MyGPTForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny_mygpt(tmp_path_factory.mktemp("cli") / "model", TEXT, bos_token_id=None)
 
 
 def run_cli(capsys, *argv: str) -> str:
@@ -367,18 +380,48 @@ def test_cli_works_with_a_transformers_gpt2_folder(model_dir, tmp_path, capsys):
     assert run_cli(capsys, "--model", str(gpt2_dir), *argv) == run_cli(capsys, "--model", model_dir, *argv)
 
 
+def saved_with(model_dir: str, folder, **settings) -> str:
+    """A copy of the tiny model folder whose generation_config.json says ``settings``."""
+    shutil.copytree(model_dir, folder)
+    config = GenerationConfig.from_pretrained(folder)
+    config.update(**settings)
+    config.save_pretrained(folder)
+    return str(folder)
+
+
+def test_cli_without_a_strategy_decodes_as_the_saved_generation_config_says(model_dir, tmp_path, capsys):
+    folder = saved_with(model_dir, tmp_path / "saved", do_sample=True, top_k=3, temperature=0.7, max_new_tokens=12)
+    out = run_cli(capsys, "--model", folder, "--prompt", "ROMEO:", "--seed", "5")
+    model, tokenizer = load_model_and_tokenizer(folder)
+    set_seed(5)
+    expected = model.generate(**tokenizer("ROMEO:", return_tensors="pt"))  # transformers' own decoding of the file
+    assert expected.shape[1] == len("ROMEO:") + 12  # max_new_tokens came from the file too
+    assert out == tokenizer.decode(expected[0], skip_special_tokens=True) + "\n\n"
+
+
+def test_cli_with_a_saved_greedy_config_gives_one_text_whatever_the_seed_until_a_knob_asks_to_sample(
+        model_dir, tmp_path, capsys):
+    folder = saved_with(model_dir, tmp_path / "saved", do_sample=False, max_new_tokens=10)
+    argv = ["--model", folder, "--prompt", "ROMEO:"]
+    first = run_cli(capsys, *argv, "--seed", "1")
+    assert run_cli(capsys, *argv, "--seed", "2") == first
+    assert run_cli(capsys, *argv, "--strategy", "greedy", "--seed", "1") == first
+    hot = {run_cli(capsys, *argv, "--temperature", "3.0", "--seed", str(seed)) for seed in range(3)}
+    assert len(hot) > 1  # a sampling knob on top of the saved config turns sampling on
+
+
 def test_cli_generates_with_the_kv_cache_even_when_the_saved_generation_config_says_not_to(model_dir):
-    model, tokenizer = generate_cli.load_model_and_tokenizer(model_dir)
+    model, tokenizer = load_model_and_tokenizer(model_dir)
     model.generation_config.use_cache = False  # as a run saved with training's use_cache=False would say
     lengths = []
     model.transformer.register_forward_pre_hook(lambda module, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]),
                                                 with_kwargs=True)
-    generate_cli.generate_texts(model, tokenizer, "ROMEO:", "top_k", {}, max_new_tokens=5)
+    generation.generate_texts(model, tokenizer, "ROMEO:", "top_k", {}, max_new_tokens=5)
     assert lengths == [len("ROMEO:"), 1, 1, 1, 1]  # the prompt once, then one new token per step
 
 
 BAD_INPUT = [
-    (["--model", "{tmp}", "--prompt", "ROMEO:"], "not a model folder: it has no config.json"),
+    (["--model", "{tmp}", "--prompt", "ROMEO:"], "holds no model (no config.json)"),
     (["--model", "./no/such/folder", "--prompt", "ROMEO:"], "does not exist"),
     (["--model", "{model}", "--prompt", ""], "--prompt is empty"),
     (["--model", "{model}", "--prompt", "   "], "--prompt is empty"),
@@ -392,6 +435,7 @@ BAD_INPUT = [
     (["--model", "{model}", "--prompt", "A", "--strategy", "greedy", "--num_return_sequences", "2"], "same text"),
     (["--model", "{model}", "--prompt", "A", "--max_new_tokens", "0"], "--max_new_tokens must be >= 1"),
     (["--model", "{model}", "--prompt", "A", "--max_new_tokens", "500"], "exceeds the model's context of 128"),
+    (["--model", "{model}", "--prompt", "A", "--temperature", "-1"], "temperature must be in (0, inf)"),
     (["--model", "{model}", "--prompt", "A", "--stream", "--num_return_sequences", "2"], "--stream"),
 ]
 

@@ -18,9 +18,9 @@ import torch
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, RepoUrl
 from huggingface_hub.errors import HfHubHTTPError
 
-import push_to_hub
 from configuration_mygpt import MyGPTConfig
 from modeling_mygpt import MyGPTForCausalLM
+from mygpt.commands import push as push_to_hub
 from mygpt.hub import HubError, ModelFolderError, plan_upload, push_model_folder
 from mygpt.tokenization import train_bpe_tokenizer
 from tests.isolation import block_project_prelude
@@ -431,6 +431,14 @@ def test_an_invalid_repo_id_is_refused_before_reaching_the_hub(run_dir: Path, fa
     with pytest.raises(HubError, match="invalid --repo_id"):
         push_model_folder(plan_upload(run_dir), "me/tiny model!", token=SECRET)
     assert fake_hub.calls == []
+
+
+@pytest.mark.parametrize("repo_id", ["bad id!!", "me/tiny model!", "a/b/c", "me/"])
+def test_an_invalid_repo_id_fails_a_dry_run_too(run_dir: Path, tmp_path: Path, repo_id: str) -> None:
+    result = _cli(["--model", str(run_dir), "--repo_id", repo_id, "--dry_run"], tmp_path)
+    assert result.returncode != 0
+    assert f"error: invalid --repo_id {repo_id!r}: expected 'user/name'" in result.stderr
+    assert "would go to" not in result.stdout and "Traceback" not in result.stderr
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,9 +1,13 @@
-"""Contracts of the sampler report (mygpt/sampler_report.py), on a tiny random model and a tiny fake run."""
+"""Contracts of the sampler report (mygpt/sampler_report.py and its command), on a tiny random model and a tiny
+fake run."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,8 +17,9 @@ from configuration_mygpt import MyGPTConfig
 from generation_mygpt import make_sampler
 from modeling_mygpt import MyGPTForCausalLM
 from mygpt import sampler_report
+from mygpt.commands import sampler_report as command
 from mygpt.data import DataArguments, data_arguments_record, heldout_texts, load_text_splits
-from mygpt.sampler_report import grid_settings, heldout_prompts, label, loglik, text_rows
+from mygpt.sampler_report import grid_settings, label, text_rows
 from mygpt.text_metrics import distinct_n
 from mygpt.tokenization import train_char_tokenizer
 
@@ -74,7 +79,7 @@ SMALL = ["--grid", "small", "--num_prompts", "4", "--prompt_tokens", "8", "--max
 @pytest.fixture(scope="module")
 def report(run):
     out = run["root"] / "out"
-    sampler_report.main(["--model", run["run"], "--judge", run["judge"], "--output_dir", str(out), *SMALL])
+    assert command.main(["--model", run["run"], "--judge", run["judge"], "--output_dir", str(out), *SMALL]) == 0
     return out, json.loads((out / "sampler_report.json").read_text())
 
 
@@ -131,27 +136,6 @@ def test_greedy_row_holds_the_models_greedy_continuations_and_their_log_likeliho
     assert greedy["metrics"]["loglik_model"] == pytest.approx(total / count, abs=1e-4)
 
 
-def test_loglik_counts_only_the_targets_and_keeps_the_last_tokens_of_a_long_row():
-    model = tiny_model(50, 2)
-    rows = [([1, 2, 3], [4, 5]), ([7], [8, 9, 10, 11]), ([1], [])]
-    total, count = loglik(model, rows)
-    expected = 0.0
-    for context, target in rows[:2]:
-        seq = torch.tensor([context + target])
-        with torch.no_grad():
-            log_probs = F.log_softmax(model(seq).logits[0], -1)
-        for i in range(len(context), seq.shape[1]):
-            expected += log_probs[i - 1, seq[0, i]].item()
-    assert count == 6 and total == pytest.approx(expected, abs=1e-4)
-
-    long_row = [(list(range(1, 50)) * 3, [5, 6])]  # 147 + 2 tokens > 128 positions
-    total, count = loglik(model, long_row)
-    seq = torch.tensor([(long_row[0][0] + long_row[0][1])[-128:]])
-    with torch.no_grad():
-        log_probs = F.log_softmax(model(seq).logits[0], -1)
-    assert count == 2 and total == pytest.approx((log_probs[-3, 5] + log_probs[-2, 6]).item(), abs=1e-4)
-
-
 def test_judge_rows_tokenize_prompt_and_continuation_separately(run):
     tokenizer = run["tokenizer"]
     rows = text_rows(tokenizer, ["ROMEO:", ""], ["\nGood night.", "King."])
@@ -163,8 +147,8 @@ def test_prompt_file_prompts_of_different_lengths_are_left_padded_correctly(run,
     prompts_file = tmp_path / "prompts.txt"
     prompts_file.write_text("ROMEO:\n\nJULIET: Good night, good night\n")
     out = tmp_path / "out"
-    sampler_report.main(["--model", run["run"], "--output_dir", str(out), "--prompt_file", str(prompts_file),
-                         "--grid", "small", "--max_new_tokens", "12"])
+    command.main(["--model", run["run"], "--output_dir", str(out), "--prompt_file", str(prompts_file),
+                  "--grid", "small", "--max_new_tokens", "12"])
     data = json.loads((out / "sampler_report.json").read_text())
     assert data["reference"] is None and len(data["prompts"]) == 2
     model = MyGPTForCausalLM.from_pretrained(run["run"]).eval()
@@ -175,17 +159,6 @@ def test_prompt_file_prompts_of_different_lengths_are_left_padded_correctly(run,
         alone = model.generate(ids, strategy="greedy", max_new_tokens=12)
         assert tokenizer.decode(alone[0, ids.shape[1]:]) == continuation
     assert "held-out text" not in (out / "sampler_report.md").read_text().split("## All settings")[1]
-
-
-def test_heldout_prompts_are_distinct_line_starts_and_too_many_is_a_clear_error(run):
-    tokenizer = run["tokenizer"]
-    texts = heldout_texts(run["run"], "test")
-    prompts = heldout_prompts(texts, tokenizer, 5, 8, 16, seed=3)
-    assert len({p.text for p in prompts}) == 5
-    assert all(any(("\n" + p.text) in text for text in texts) for p in prompts)
-    assert heldout_prompts(texts, tokenizer, 5, 8, 16, seed=3) == prompts  # same seed, same prompts
-    with pytest.raises(ValueError, match="gives only .* prompts"):
-        heldout_prompts(texts, tokenizer, 10_000, 8, 16, seed=3)
 
 
 def test_every_grid_setting_builds_a_valid_sampler():
@@ -199,7 +172,7 @@ def test_every_grid_setting_builds_a_valid_sampler():
 
 
 BAD = [
-    (["--judge", "gpt2"], "--judge: could not load"),
+    (["--judge", "gpt2"], "--judge: cannot load model 'gpt2'"),
     (["--judge", "{root}/plays"], "--judge: "),
     (["--run_dir", "{root}/plays"], "no finished run"),
     (["--num_prompts", "1"], "--num_prompts must be >= 2"),
@@ -213,7 +186,7 @@ def test_bad_input_exits_with_a_clear_message(run, tmp_path, extra, message):
     extra = [a.format(root=run["root"]) for a in extra]
     argv = ["--model", run["run"], "--output_dir", str(tmp_path / "out"), *SMALL, *extra]
     with pytest.raises(SystemExit) as exit_info:
-        sampler_report.main(argv)
+        command.main(argv)
     assert str(exit_info.value.code).startswith("error: ") and message in str(exit_info.value.code)
     assert not (tmp_path / "out" / "sampler_report.json").exists()
 
@@ -224,7 +197,19 @@ def test_a_failed_write_leaves_no_report_file(report, tmp_path, monkeypatch):
     def broken(_report):
         raise RuntimeError("disk full")
 
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
     monkeypatch.setattr(sampler_report, "render_markdown", broken)
     with pytest.raises(RuntimeError):
-        sampler_report.write_report(data, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sampler_report.png"]
+        sampler_report.write_report(data, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # not even the plot: nothing half done
+
+
+def test_python_dash_m_runs_the_command(run):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "mygpt.sampler_report", "--model", run["run"], "--num_prompts", "1"],
+                            capture_output=True, text=True, cwd=root, timeout=300,
+                            env={**os.environ, "PYTHONPATH": root, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1 and "error: --num_prompts must be >= 2" in result.stderr

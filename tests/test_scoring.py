@@ -11,10 +11,13 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from mygpt.scoring import (
     TextScore,
+    row_nats,
+    score_continuations,
     score_text,
     score_texts,
     score_token_ids,
     sliding_windows,
+    token_nats,
 )
 
 CORPUS = (
@@ -266,23 +269,6 @@ def test_sliding_window_perplexity_module_gives_score_texts_result(model, tokeni
     assert by_path["n_tokens"] == expected["n_tokens"]
 
 
-def test_an_unreachable_hub_id_is_a_clear_error(monkeypatch):
-    from huggingface_hub import constants
-
-    from mygpt.scoring import ModelNotAvailableError, load_causal_lm
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(ModelNotAvailableError, match=r"'no-such-org/no-such-model'.*Hub cannot be reached"):
-        load_causal_lm("no-such-org/no-such-model")
-
-
-def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
-    from mygpt.scoring import ModelNotAvailableError, load_causal_lm
-
-    with pytest.raises(ModelNotAvailableError, match="holds no model"):
-        load_causal_lm(str(tmp_path))
-
-
 def test_mygpt_with_gpt2_weights_gets_gpt2s_bits_per_byte(model, tokenizer):
     """The scoring treats both implementations alike: the same weights give the same figures."""
     from modeling_mygpt import MyGPTForCausalLM
@@ -294,3 +280,52 @@ def test_mygpt_with_gpt2_weights_gets_gpt2s_bits_per_byte(model, tokenizer):
     assert ours.n_tokens == reference.n_tokens
     assert ours.bits_per_byte == pytest.approx(reference.bits_per_byte, rel=1e-5)
     assert ours.nats_by_position == pytest.approx(reference.nats_by_position, rel=1e-4)
+
+
+# ---------------------------------------------------------------- the one token-scoring function
+
+
+def test_token_nats_is_each_next_token_loss_and_skips_unscored_labels():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 11)
+    labels = torch.randint(0, 11, (3, 7))
+    labels[1, :4] = -100  # a row partly unscored
+    labels[2] = -100  # a row with nothing to score
+    nats = token_nats(logits, labels)
+    assert nats.shape == (3, 7)
+    for row in range(3):
+        for t in range(7):
+            scored = t < 6 and labels[row, t + 1] != -100
+            expected = -torch.log_softmax(logits[row, t], -1)[labels[row, t + 1]].item() if scored else 0.0
+            assert nats[row, t].item() == pytest.approx(expected, abs=1e-5)
+    sums = row_nats(logits, labels)
+    assert sums.dtype == torch.float64 and sums[:, 1].tolist() == [6, 3, 0]
+    torch.testing.assert_close(sums[:, 0], nats.double().sum(1))
+
+
+def test_token_nats_equals_the_models_own_loss(model, tokenizer):
+    ids = torch.tensor([([0] + tokenizer(CORPUS[:200], add_special_tokens=False)["input_ids"])[:32]])
+    with torch.no_grad():
+        out = model(ids, labels=ids)
+    sums = row_nats(out.logits, ids)
+    assert float(sums[0, 0] / sums[0, 1]) == pytest.approx(float(out.loss), rel=1e-5)
+
+
+def test_score_continuations_counts_only_the_targets_and_keeps_the_last_tokens_of_a_long_row(model):
+    rows = [([1, 2, 3], [4, 5]), ([7], [8, 9, 10, 11]), ([1], [])]
+    total, count = score_continuations(model, rows)
+    expected = 0.0
+    for context, target in rows[:2]:
+        seq = torch.tensor([context + target])
+        with torch.no_grad():
+            log_probs = torch.log_softmax(model(seq).logits[0], -1)
+        for i in range(len(context), seq.shape[1]):
+            expected -= log_probs[i - 1, seq[0, i]].item()
+    assert count == 6 and total == pytest.approx(expected, abs=1e-4)
+
+    long_row = [(list(range(1, 20)) * 3, [5, 6])]  # 57 + 2 tokens > 32 positions
+    total, count = score_continuations(model, long_row)
+    seq = torch.tensor([(long_row[0][0] + long_row[0][1])[-32:]])
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(seq).logits[0], -1)
+    assert count == 2 and total == pytest.approx(-(log_probs[-3, 5] + log_probs[-2, 6]).item(), abs=1e-4)

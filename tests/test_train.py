@@ -71,6 +71,10 @@ def test_finished_run_folder_holds_every_artifact(finished_run):
     generation = json.loads((out / "generation_config.json").read_text())
     assert generation["eos_token_id"] == summary["model"]["config"]["eos_token_id"]
     assert generation["use_cache"] is True  # or generate() would recompute the whole prefix for every token
+    from generation_mygpt import DEFAULT_GENERATION
+
+    assert {key: generation[key] for key in DEFAULT_GENERATION} == DEFAULT_GENERATION  # the one source
+    assert generation["suppress_tokens"] == [summary["model"]["config"]["pad_token_id"]]  # never writes padding
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with (out / "training_log.csv").open() as handle:
         rows = list(csv.DictReader(handle))

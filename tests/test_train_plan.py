@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -203,13 +202,4 @@ def test_the_default_preset_is_found_by_an_installed_command():
     assert arguments.PRESETS_DIR.is_relative_to(Path(arguments.__file__).parent)
     setup = (ROOT / "setup.cfg").read_text()
     assert "presets/*.yaml" in setup and "model_card.md" in setup
-    assert re.search(r"mygpt-train = mygpt\.commands\.train:main", setup)
     assert "train_hf" not in setup.split("py_modules =")[1].split("packages")[0]
-
-
-@pytest.mark.parametrize("command", [["train_hf.py"], ["-m", "mygpt.commands.train"]])
-def test_the_root_shim_and_the_module_print_help(command):
-    result = subprocess.run([sys.executable, *command, "--help"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "--learning_rate" in result.stdout and "--n_layer" in result.stdout and "--push_to_hub" in result.stdout

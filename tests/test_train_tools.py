@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,24 +19,12 @@ from mygpt import hub, run_artifacts
 from mygpt.commands import train
 from mygpt.files import FolderLock
 from mygpt.train_run import run_training
-from tests.isolation import block_project_prelude
+from tests.test_documented_loads import python_blocks, run_as_a_user, without_progress_bars
 from tests.tiny_runs import run_args
 from tests.tiny_runs import corpus_dir, one_thread, private_cache  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "hf_fakeTOKENthatMustNeverAppearAnywhere"
-
-
-def documented_code(markdown: str) -> str:
-    """Every ```python block of a Markdown text, in order, as one script."""
-    return "\n".join(re.findall(r"```python\n(.*?)```", markdown, re.S))
-
-
-def run_as_a_user(code: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Runs ``code`` where the project cannot be imported, with no terminal to answer a prompt on."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    return subprocess.run([sys.executable, "-c", block_project_prelude() + code], cwd=cwd, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -49,13 +36,13 @@ def test_the_model_cards_code_runs_as_written_without_a_prompt_or_a_warning(arch
     out = tmp_path / architecture
     run_training(run_args(corpus_dir, out, "--architecture", architecture, "--max_steps", "2", "--eval_steps", "2",
                           "--save_steps", "2"))
-    code = documented_code((out / "README.md").read_text())
+    code = "\n".join(python_blocks((out / "README.md").read_text()))
     assert "pipeline(\"text-generation\"" in code and f'path = "{out}"' in code
     assert ("strategy=" in code) == (architecture == "mygpt")  # the remote code carries the samplers
-    result = run_as_a_user(code, tmp_path)
+    result = run_as_a_user(code, tmp_path, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "[y/N]" not in result.stdout + result.stderr
-    assert not re.search(r"warn", result.stderr, re.I), result.stderr[-3000:]
+    assert "custom code" not in result.stderr + result.stdout  # no "Do you wish to run the custom code?"
+    assert without_progress_bars(result.stderr) == "", result.stderr[-3000:]  # no warning of any kind
 
 
 def test_the_card_metadata_is_built_by_huggingface_hub(corpus_dir, tmp_path):

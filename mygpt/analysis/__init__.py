@@ -7,9 +7,11 @@ In a notebook::
     head_view(model, tokenizer, "ROMEO:\\nBut soft, what light through yonder window breaks?\\n")
 """
 
+from mygpt.loading import load_model_and_tokenizer  # the one loader, here for notebooks
+
 from .ablation import ablate_heads, head_ablation, mean_loss
 from .attention import attention_for_text, head_view, model_view, plot_attention_grid, plot_layer
-from .core import eager_attention, encode, load_model_and_tokenizer
+from .core import eager_attention, encode
 from .embeddings import nearest_neighbours, position_embedding_table, position_similarity, save_embedding_report
 from .heads import (
     HEAD_TYPE_SENTENCES,

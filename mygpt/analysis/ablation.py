@@ -16,7 +16,11 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .core import check_heads, check_layers, context_length, windows
+from mygpt.loading import context_length
+from mygpt.progress import progress
+from mygpt.scoring import token_nats
+
+from .core import check_heads, check_layers, windows
 from .plotting import heatmap
 
 logger = logging.getLogger(__name__)
@@ -86,10 +90,8 @@ def mean_loss(model: torch.nn.Module, input_ids: torch.Tensor, block_size: int |
             group = chunks[start : start + batch_size]
             for length in sorted({c.shape[1] for c in group}):  # only the last window may be shorter
                 batch = torch.cat([c for c in group if c.shape[1] == length]).to(device)  # (b, length)
-                logits = model(input_ids=batch, use_cache=False).logits.float()  # (b, length, V)
-                loss = torch.nn.functional.cross_entropy(
-                    logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum")
-                total += float(loss)
+                logits = model(input_ids=batch, use_cache=False).logits  # (b, length, V)
+                total += float(token_nats(logits, batch).double().sum())
                 count += batch.shape[0] * (length - 1)
     finally:
         model.train(was_training)
@@ -123,11 +125,10 @@ def head_ablation(model: torch.nn.Module, input_ids: torch.Tensor, layers: Seque
     layers, heads = check_layers(layers, n_layer), check_heads(heads, n_head)
     base = mean_loss(model, input_ids, block_size, batch_size)
     losses = np.full((n_layer, n_head), np.nan)
-    for layer in layers:
-        for head in heads:
-            with ablate_heads(model, [(layer, head)]):
-                losses[layer, head] = mean_loss(model, input_ids, block_size, batch_size)
-        logger.info("ablated the heads of layer %d", layer)
+    for layer, head in progress([(layer, head) for layer in layers for head in heads], desc="ablating heads",
+                                unit="head"):
+        with ablate_heads(model, [(layer, head)]):
+            losses[layer, head] = mean_loss(model, input_ids, block_size, batch_size)
     return AblationResult(base_loss=base, losses=losses, n_tokens=int(input_ids.shape[1]))
 
 

@@ -15,7 +15,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .core import Encoded, check_heads, check_layers, context_length, display_token, encode, stacked_attentions
+from mygpt.loading import context_length
+
+from .core import Encoded, check_heads, check_layers, display_token, encode, stacked_attentions
 from .plotting import plt, save_figure
 from matplotlib.colors import PowerNorm
 

@@ -1,5 +1,5 @@
-"""What every analysis needs: a loaded model, a text turned into tokens, and one forward pass that keeps
-everything (attention weights, hidden states, logits).
+"""What every analysis needs: a text turned into tokens, and one forward pass that keeps everything (attention
+weights, hidden states, logits). Models are loaded with :func:`mygpt.loading.load_model_and_tokenizer`.
 
 The analyses take ``model`` and ``tokenizer`` objects, never paths, so a notebook can hand them anything with
 the GPT-2 calling interface: a ``MyGPTForCausalLM`` or a ``transformers.GPT2LMHeadModel``.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -33,16 +32,6 @@ class Encoded:
 
     def __len__(self) -> int:
         return len(self.tokens)
-
-
-def context_length(model: torch.nn.Module) -> int:
-    """The longest sequence the model accepts (``config.n_positions``)."""
-    config = model.config
-    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    raise ValueError(f"cannot tell the context length of {type(model).__name__}: its config has no n_positions")
 
 
 def num_layers(model: torch.nn.Module) -> int:
@@ -195,36 +184,3 @@ def stacked_attentions(model: torch.nn.Module, input_ids: torch.Tensor) -> torch
         raise ValueError(f"expected input_ids of shape (1, T), got {tuple(input_ids.shape)}")
     out = forward(model, input_ids, attentions=True, hidden_states=False)
     return torch.stack([a[0] for a in out.attentions]).float().cpu()  # (L, nh, T, T)
-
-
-def load_model_and_tokenizer(path: str, device: str = "cpu", eager: bool = False):
-    """Load a trained model and its tokenizer from a folder (or a Hub id when online).
-
-    Importing ``modeling_mygpt`` registers the "mygpt" model type, so a MyGPT folder loads without remote code;
-    a GPT-2 folder loads as ``GPT2LMHeadModel``. The model keeps its fast attention unless ``eager``: the
-    analyses that need weights switch to eager attention themselves and switch back.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:  # registers "mygpt" with the Auto classes, so a MyGPT folder needs no remote code
-        import modeling_mygpt  # noqa: F401
-
-        remote_code = False
-    except ImportError:
-        logger.info("modeling_mygpt is not importable; MyGPT folders load with their own copy of the code")
-        remote_code = True
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if not os.path.isdir(path) and offline:
-        raise FileNotFoundError(f"model folder {path!r} does not exist (and the Hub is offline, so it is not a Hub id)")
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(
-            f"{path!r} is not a saved model: it has no config.json (expected a save_pretrained folder)")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, trust_remote_code=remote_code, attn_implementation="eager" if eager else None
-        )
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as err:
-        raise FileNotFoundError(f"cannot load a model and tokenizer from {path!r}: {err}") from err
-    return model.to(device).eval(), tokenizer

@@ -13,8 +13,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from mygpt.files import write_text
+
 from .core import display_token
-from .plotting import heatmap, plt, save_figure, write_text
+from .plotting import heatmap, plt, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +223,8 @@ def save_embedding_report(model: torch.nn.Module, tokenizer, reference_ids: torc
             title=f"Token embeddings, {method.upper()} (cosine), {len(chosen)} of {vocab} tokens; "
                   f"the {len(labels)} most frequent labelled"))
     neighbours = nearest_neighbours(embeddings, tokenizer, words)
-    paths.append(write_text(os.path.join(output_dir, "embeddings_neighbours.md"), neighbours_markdown(neighbours)))
+    neighbours_file = write_text(os.path.join(output_dir, "embeddings_neighbours.md"), neighbours_markdown(neighbours))
+    paths.append(str(neighbours_file))
     table, kind = position_embedding_table(model)
     if table is not None:
         paths.append(plot_position_similarity(position_similarity(table), kind,

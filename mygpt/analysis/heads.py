@@ -29,8 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .core import context_length, encode_corpus, forward, windows
-from .plotting import heatmap, write_text
+from mygpt.files import write_text
+from mygpt.loading import context_length
+from mygpt.scoring import token_nats
+
+from .core import encode_corpus, forward, windows
+from .plotting import heatmap
 
 logger = logging.getLogger(__name__)
 
@@ -223,10 +227,8 @@ def _half_losses(model, ids: torch.Tensor, length: int, offset: int = 0) -> tupl
     """Mean next-token loss on the first copy (its tokens 2..n) and on the repeat (its tokens 2..n; the repeat's
     first token follows the end of the first copy, which no earlier context predicts). ``offset`` is 1 when
     a start token precedes the first copy."""
-    logits = forward(model, ids, attentions=False, hidden_states=False).logits.float().cpu()  # (B, 2n, V)
-    losses = torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none"
-    ).view(ids.shape[0], -1)  # (B, T-1): entry t is the loss of predicting token t+1
+    logits = forward(model, ids, attentions=False, hidden_states=False).logits.cpu()  # (B, 2n, V)
+    losses = token_nats(logits, ids)[:, :-1]  # (B, T-1): entry t is the loss of predicting token t+1
     first = losses[:, offset : offset + length - 1]  # targets offset+1 .. offset+n-1
     second = losses[:, offset + length :]  # targets offset+n+1 .. offset+2n-1
     return float(first.mean()), float(second.mean())
@@ -240,7 +242,7 @@ def save_head_report(result: HeadScores, output_dir: str) -> list[str]:
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows([{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows])
-    paths = [write_text(os.path.join(output_dir, "heads.csv"), buffer.getvalue())]
+    paths = [str(write_text(os.path.join(output_dir, "heads.csv"), buffer.getvalue()))]
     n_layer, n_head = result.scores[SCORE_NAMES[0]].shape
     for name in SCORE_NAMES:
         paths.append(heatmap(
@@ -249,7 +251,7 @@ def save_head_report(result: HeadScores, output_dir: str) -> list[str]:
             col_labels=[f"H{h}" for h in range(n_head)], xlabel="head", ylabel="layer", vmin=0.0, vmax=1.0,
             colorbar_label="score (0 none, 1 perfect)",
         ))
-    paths.append(write_text(os.path.join(output_dir, "heads.md"), head_report_markdown(result)))
+    paths.append(str(write_text(os.path.join(output_dir, "heads.md"), head_report_markdown(result))))
     return paths
 
 

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .core import Encoded, context_length, display_token, encode, forward
-from .plotting import heatmap, write_text
+from mygpt.files import write_text
+from mygpt.loading import context_length
+
+from .core import Encoded, display_token, encode, forward
+from .plotting import heatmap
 
 
 @dataclass
@@ -84,4 +87,4 @@ def save_lens_report(result: LensResult, tokenizer, output_dir: str, max_positio
                    row_labels=result.layer_names, col_labels=[display_token(t) for t in result.encoded.tokens[:shown]],
                    xlabel="input token (position)", ylabel="layer", cmap="magma", vmin=0.0, vmax=1.0,
                    cell_text=cell_text, colorbar_label="p(true next token)")
-    return [path, write_text(os.path.join(output_dir, "logit_lens.md"), lens_markdown(result, tokenizer))]
+    return [path, str(write_text(os.path.join(output_dir, "logit_lens.md"), lens_markdown(result, tokenizer)))]

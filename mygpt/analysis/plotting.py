@@ -1,9 +1,7 @@
-"""Figure helpers shared by the analyses: a labelled heatmap and a save that never leaves half a file."""
+"""Figure helpers shared by the analyses: a labelled heatmap, and a save that never leaves half a file."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Sequence
 
 import matplotlib
@@ -12,48 +10,16 @@ matplotlib.use("Agg")  # files only: analyses run on servers and in CI without a
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def publish(tmp: str, path: str) -> None:
-    """Give a temporary file (created private by mkstemp) ordinary permissions and move it to ``path``."""
-    os.chmod(tmp, 0o666 & ~current_umask())
-    os.replace(tmp, path)
+from mygpt.files import atomic_path  # noqa: E402
 
 
 def save_figure(fig, path: str, dpi: int = 110) -> str:
-    """Write ``fig`` to ``path`` through a temporary file in the same folder, then close it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    suffix = os.path.splitext(path)[1] or ".png"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
-    os.close(fd)
+    """Write ``fig`` to ``path`` atomically (a crash never leaves half a PNG), then close it."""
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        publish(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def write_text(path: str, text: str) -> str:
-    """Write a text file through a temporary name, so a crash never leaves a truncated file behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -25,8 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .core import Encoded, context_length, forward, windows
-from .plotting import plt, save_figure, write_text
+from mygpt.files import write_text
+from mygpt.loading import context_length
+from mygpt.progress import progress
+
+from .core import Encoded, forward, windows
+from .plotting import plt, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +158,7 @@ def run_probes(model: torch.nn.Module, encoded: Encoded, train_fraction: float =
     trained = corpus_hidden_states(model, encoded.input_ids, block_size)
     control = corpus_hidden_states(random_model_like(model, seed), encoded.input_ids, block_size)
     result = ProbeScores({}, {}, {}, {}, {}, {}, n_train, n - n_train, {})
-    for name in PROPERTIES:
+    for name in progress(PROPERTIES, desc="probes", unit="property"):  # each: two probes per layer
         y = labels[name]
         result.positives[name] = int(y.sum())
         if len(set(y[:n_train])) < 2 or len(set(y[n_train:])) < 2:
@@ -198,5 +202,5 @@ def save_probe_report(result: ProbeScores, output_dir: str) -> list[str]:
                              f"{result.balanced_accuracy[name][layer]:.4f}",
                              f"{result.random_accuracy[name][layer]:.4f}",
                              f"{result.random_balanced_accuracy[name][layer]:.4f}", f"{result.majority[name]:.4f}"])
-    paths.append(write_text(os.path.join(output_dir, "probes.csv"), buffer.getvalue()))
+    paths.append(str(write_text(os.path.join(output_dir, "probes.csv"), buffer.getvalue())))
     return paths

@@ -1,18 +1,15 @@
 """Run every analysis on one model and write a folder a learner can browse: PNG figures, the offline attention
 viewer, CSV/Markdown tables, ``summary.json`` with the numbers and ``README.md`` that ties them together.
 
-The folder is built under a temporary name and renamed at the end, so a failed run never leaves a half-written
-report where a finished one is expected (and an earlier report is only replaced by a complete one).
+The folder is built aside and published whole (``mygpt.files.staged_folder``), so a failed run never leaves a
+half-written report where a finished one is expected (and an earlier report is only replaced by a complete one).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -20,13 +17,16 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from mygpt.files import staged_folder, write_json, write_text
+from mygpt.loading import context_length
+from mygpt.progress import progress
+
 from .ablation import head_ablation, save_ablation_report
 from .attention import TextAttention, attention_for_text, save_attention_figures
-from .core import Encoded, check_layers, context_length, encode, encode_corpus
+from .core import Encoded, check_layers, encode, encode_corpus
 from .embeddings import save_embedding_report
 from .heads import HEAD_TYPE_SENTENCES, SCORE_NAMES, head_scores, save_head_report
 from .lens import logit_lens, save_lens_report
-from .plotting import current_umask, write_text
 from .probes import MIN_PROBE_TOKENS, PROPERTY_TITLES, run_probes, save_probe_report
 from .viewer import write_attention_html
 
@@ -34,28 +34,6 @@ logger = logging.getLogger(__name__)
 
 ANALYSES = ("attention", "viewer", "heads", "ablation", "embeddings", "lens", "probes")
 DEFAULT_WORDS = ("king", "thee", "love", "Romeo")
-
-
-@contextlib.contextmanager
-def staged_directory(output_dir: str) -> Iterator[str]:
-    """Yield an empty sibling folder; on success it replaces ``output_dir``, on failure it is removed."""
-    target = os.path.abspath(output_dir)
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = None
-    if os.path.exists(target):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=parent)
-        os.replace(target, os.path.join(old, "previous"))
-    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private; a report is meant to be shared
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_analyses(analyses: Sequence[str]) -> list[str]:
@@ -103,16 +81,16 @@ def run_analyses(model: torch.nn.Module, tokenizer, text: str, output_dir: str, 
                      "text_tokens": len(encoded), "eval_tokens": len(reference),
                      "eval_source": eval_source, "files": {}}
     job = _Job(model, tokenizer, text, reference, layers, words, embedding_tokens, projections, seed, model_name)
-    with staged_directory(output_dir) as folder:
-        job.folder = folder
-        for name in analyses:
+    with staged_folder(output_dir) as folder:
+        job.folder = str(folder)
+        for name in progress(analyses, desc="analyses", unit="analysis"):
             with _stage(name):
                 files, numbers = STAGES[name](job)
-            summary["files"][name] = _relative(files, folder)
+            summary["files"][name] = _relative(files, job.folder)
             if numbers is not None:
                 summary[name] = numbers
-        write_text(os.path.join(folder, "summary.json"), json.dumps(_json_safe(summary), indent=2) + "\n")
-        write_text(os.path.join(folder, "README.md"), readme(summary))
+        write_json(folder / "summary.json", summary)  # NaN (a score with nothing to measure) becomes null
+        write_text(folder / "README.md", readme(summary))
     return summary
 
 
@@ -191,17 +169,6 @@ def _probes(job: _Job) -> tuple[list[str], dict]:
 
 STAGES = {"attention": _attention_figures, "viewer": _viewer, "heads": _heads, "ablation": _ablation,
           "embeddings": _embeddings, "lens": _lens, "probes": _probes}
-
-
-def _json_safe(value):
-    """NaN (a score with nothing to measure) becomes null, so summary.json is valid JSON."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _encode_prefix(tokenizer, text: str, max_tokens: int):

@@ -14,8 +14,9 @@ from typing import Sequence
 
 import torch
 
+from mygpt.files import write_text
+
 from .core import display_token
-from .plotting import write_text
 
 TEMPLATE = "viewer_template.html"
 
@@ -46,4 +47,4 @@ def render_attention_html(attentions: torch.Tensor, tokens: Sequence[str], title
 def write_attention_html(attentions: torch.Tensor, tokens: Sequence[str], path: str,
                          title: str = "Attention") -> str:
     """Write the viewer for ``attentions`` (n_layer, nh, T, T) over ``tokens`` to ``path``."""
-    return write_text(path, render_attention_html(attentions, tokens, title=title))
+    return str(write_text(path, render_attention_html(attentions, tokens, title=title)))

@@ -1,4 +1,6 @@
-"""The command lines: each module has a thin ``main(argv=None) -> int`` installed as a ``mygpt-*`` console script.
+"""The command lines, each a thin ``main(argv) -> int`` on :mod:`mygpt.cli` over the library modules.
 
-The work happens in the library modules below them; nothing in the library imports a command.
+Installed as console scripts (``mygpt-generate``, ``mygpt-evaluate``, ``mygpt-analyze``, ``mygpt-push``,
+``mygpt-sampler-report``, ...); the root scripts (``generate.py``, ...) run the same ``main`` from a checkout.
+The library never imports this package.
 """

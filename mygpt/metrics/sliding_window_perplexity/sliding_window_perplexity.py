@@ -1,13 +1,14 @@
 """Sliding-window perplexity and bits per byte of texts under a causal LM, as an ``evaluate`` metric.
 
 An offline stand-in for the Hub's ``perplexity`` metric that also reports the tokenizer-independent figures.
-Logic: ``mygpt.scoring.score_texts`` (and ``load_causal_lm`` when given a ``model_id``).
+Logic: ``mygpt.scoring.score_texts`` (and ``mygpt.loading.load_model_and_tokenizer`` when given a ``model_id``).
 """
 
 import datasets
 import evaluate
 
-from mygpt.scoring import load_causal_lm, score_texts
+from mygpt.loading import load_model_and_tokenizer
+from mygpt.scoring import score_texts
 
 _DESCRIPTION = """\
 Scores texts under a causal language model with a sliding window and a stride, as in Hugging Face's guide
@@ -53,6 +54,7 @@ class SlidingWindowPerplexity(evaluate.Metric):
         if model is None or tokenizer is None:
             if model_id is None:
                 raise ValueError("give model_id (a folder or Hub id), or both model and tokenizer")
-            model, tokenizer = load_causal_lm(model_id, trust_remote_code=trust_remote_code, device=device)
+            model, tokenizer = load_model_and_tokenizer(model_id, device=device, dtype="float32",
+                                                        trust_remote_code=trust_remote_code)
         score = score_texts(model, tokenizer, list(predictions), window=window, stride=stride, batch_size=batch_size)
         return score.to_dict()
