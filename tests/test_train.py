@@ -195,23 +195,6 @@ def test_streamed_dataset_trains_for_max_steps(tmp_path):
     assert heldout_texts(tmp_path / "out", "validation") == [r["story"] for r in rows[:20]]
 
 
-def test_token_nats_sums_each_rows_next_token_loss():
-    from mygpt.training import token_nats
-
-    torch.manual_seed(0)
-    logits = torch.randn(3, 7, 11)
-    labels = torch.randint(0, 11, (3, 7))
-    labels[1, :4] = -100  # a row partly unscored
-    labels[2] = -100      # a row with nothing to score
-    sums = token_nats(logits, labels)
-    assert sums.shape == (3, 2) and sums.dtype == torch.float64
-    for row in range(3):
-        nats = [-torch.log_softmax(logits[row, t], -1)[labels[row, t + 1]].item()
-                for t in range(6) if labels[row, t + 1] != -100]
-        assert sums[row, 1].item() == len(nats)
-        assert sums[row, 0].item() == pytest.approx(sum(nats), rel=1e-6, abs=1e-6)
-
-
 def test_evaluation_loss_is_the_mean_over_scored_tokens_not_over_batches(tmp_path):
     """transformers' evaluation_loop sets eval_loss to the mean of the batch losses, after compute_metrics has run:
     a batch with few scored tokens would count as much as a full one. LMTrainer.evaluation_loop guards this."""

@@ -37,7 +37,18 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_training(argv, prog=_prog())
     if summary:
         print(summary_line(summary))
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """End a distributed run together: every process waits for the main one's artifacts, then closes its process
+    group (a process that exits with its group open may abort in the group's threads at interpreter exit)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
