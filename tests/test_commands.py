@@ -59,3 +59,25 @@ def test_console_script_shows_its_options(name):
     if installed:  # a checkout installed before this script existed has no executable for it yet
         result = run([installed, "--help"])
         assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "analyze", "sampler_report"])
+def test_a_report_folder_in_use_is_refused_naming_the_live_process(command, tmp_path):
+    """Two report commands writing one folder would publish over each other: the second is refused at once."""
+    import importlib
+
+    from conftest import save_tiny_mygpt
+    from mygpt.files import FolderLock
+
+    model = save_tiny_mygpt(tmp_path / "run", "ROMEO:\nBut soft!\nJULIET:\nAy me!\n" * 20, n_positions=64)
+    out = tmp_path / "report"
+    argv = {"evaluate": ["--models", str(model), "--data_files", str(tmp_path / "text.txt"), "--num_prompts", "0"],
+            "analyze": ["--model", str(model), "--text", "ROMEO: But soft!"],
+            "sampler_report": ["--model", str(model), "--prompt_file", str(tmp_path / "text.txt")]}[command]
+    (tmp_path / "text.txt").write_text("ROMEO:\nBut soft, what light!\n" * 10)
+    main = importlib.import_module(f"mygpt.commands.{command}").main
+    with FolderLock(out, purpose="another report"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--output_dir", str(out)])
+    assert f"pid {os.getpid()}" in str(exit_info.value.code) and "another report" in str(exit_info.value.code)
+    assert not out.exists()  # nothing was written

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from mygpt.analysis.report import ANALYSES, DEFAULT_WORDS, run_analyses
 from mygpt.cli import main_guard, parse, setup_logging
+from mygpt.files import FolderLock
 from mygpt.loading import load_model_and_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -85,11 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         text = text.replace("\\n", "\n") if args.text is not None else text  # "--text 'A:\nB'" from a shell
         eval_text, eval_source = evaluation_text(args)
         model, tokenizer = load_model_and_tokenizer(args.model, device=args.device)
-        summary = run_analyses(
-            model, tokenizer, text, args.output_dir, eval_text=eval_text, analyses=args.analyses, layers=args.layers,
-            words=args.words, embedding_tokens=args.embedding_tokens, projections=args.projections,
-            eval_max_tokens=args.eval_max_tokens, seed=args.seed, model_name=args.model, eval_source=eval_source,
-        )
+        with FolderLock(args.output_dir, purpose="mygpt-analyze"):  # one writer per report folder
+            summary = run_analyses(
+                model, tokenizer, text, args.output_dir, eval_text=eval_text, analyses=args.analyses,
+                layers=args.layers, words=args.words, embedding_tokens=args.embedding_tokens,
+                projections=args.projections, eval_max_tokens=args.eval_max_tokens, seed=args.seed,
+                model_name=args.model, eval_source=eval_source,
+            )
     print(f"wrote {sum(len(v) for v in summary['files'].values()) + 2} files to {args.output_dir}; "
           f"start with {os.path.join(args.output_dir, 'README.md')}")
     return 0

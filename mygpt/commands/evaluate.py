@@ -19,6 +19,7 @@ from pathlib import Path
 from mygpt.cli import main_guard, parse, setup_logging
 from mygpt.eval_report import write_report
 from mygpt.evaluation import EvaluateArguments, compare_models
+from mygpt.files import FolderLock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     with main_guard():
         (args,) = parse([EvaluateArguments], argv, prog="mygpt-evaluate", description=__doc__.split("\n\n")[0])
-        results = compare_models(args, command=shlex.join(["mygpt-evaluate", *argv]))
-        write_report(results, args.output_dir)
+        with FolderLock(args.output_dir, purpose="mygpt-evaluate"):  # one writer per report folder
+            results = compare_models(args, command=shlex.join(["mygpt-evaluate", *argv]))
+            write_report(results, args.output_dir)
     print(f"report: {Path(args.output_dir) / 'report.md'} ({results['wall_time_seconds']:.1f} s)")
     for m in sorted(results["models"], key=lambda m: m["scores"]["bits_per_byte"]):
         s = m["scores"]

@@ -11,6 +11,7 @@ held-out text; see :mod:`mygpt.sampler_report` for what is measured and written.
 from __future__ import annotations
 
 from mygpt.cli import main_guard, parse, setup_logging
+from mygpt.files import FolderLock
 from mygpt.sampler_report import SamplerReportArguments, build_report, write_report
 
 
@@ -19,8 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     with main_guard():
         (args,) = parse([SamplerReportArguments], argv, prog="mygpt-sampler-report",
                         description=__doc__.split("\n\n")[0])
-        report = build_report(args)
-        for path in write_report(report, args.output_dir):
-            print(f"wrote {path}")
+        with FolderLock(args.output_dir, purpose="mygpt-sampler-report"):  # one writer per report folder
+            report = build_report(args)
+            for path in write_report(report, args.output_dir):
+                print(f"wrote {path}")
     print("\n".join(f"- {line}" for line in report["findings"]))
     return 0
