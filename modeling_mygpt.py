@@ -473,6 +473,19 @@ class MyGPTModel(MyGPTPreTrainedModel):
         use_cache = use_cache if use_cache is not None else config.use_cache
         if self.gradient_checkpointing and self.training:
             use_cache = False  # recomputed blocks would write their keys into the cache twice
+        if output_attentions and config._attn_implementation != "eager":
+            # Fused kernels never form the weights; returning a tuple of Nones would look like an answer.
+            raise ValueError(
+                f"output_attentions=True needs the written-out attention, but this model runs "
+                f"{config._attn_implementation!r}; load it with attn_implementation=\"eager\" or call "
+                f"model.set_attn_implementation(\"eager\") first"
+            )
+        if not use_cache and cache is not None:
+            # The blocks get no cache when use_cache is off, so its past keys must not shape the mask or the
+            # positions either: the call is a plain forward over the new tokens.
+            if cache.get_seq_length() > 0:
+                logger.warning_once("use_cache=False: the cache passed in is ignored (its past is not attended to)")
+            cache = None
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids (B, T) or inputs_embeds (B, T, C)")
         if inputs_embeds is None:

@@ -26,12 +26,12 @@ from transformers import PreTrainedTokenizerBase
 
 from mygpt import corpus
 from mygpt.loading import is_offline
+from mygpt.scoring import IGNORE_INDEX
 from mygpt.tokenization import tokenizer_digest
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-IGNORE_INDEX = -100  # transformers' label value for "no loss here"
 
 
 @dataclass

@@ -54,7 +54,7 @@ __all__ = [
     "token_nats",
 ]
 
-IGNORE_INDEX = -100  # transformers' and PyTorch's label for "no loss here" (mygpt.data uses the same value)
+IGNORE_INDEX = -100  # transformers' and PyTorch's label for "no loss here"
 # Upper bound on the float32 logits held at once (batch * window * vocab): 2**25 elements = 128 MiB per copy.
 LOGITS_BUDGET = 2**25
 

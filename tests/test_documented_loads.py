@@ -82,3 +82,26 @@ def test_the_commands_load_a_run_without_a_question_or_a_warning(run_folder, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("ROMEO:")
     assert without_progress_bars(result.stderr) == "", result.stderr[-3000:]
+
+
+def test_the_notebooks_auto_loads_all_trust_the_remote_code():
+    # The notebook runs in the project's own kernel, so a missing trust_remote_code=True would not fail there;
+    # a reader who copies the line into a fresh environment would meet the interactive question. Check the calls.
+    import ast
+
+    import nbformat
+
+    notebook = nbformat.read(ROOT / "notebooks" / "mygpt.ipynb", as_version=4)
+    loads = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        for node in ast.walk(ast.parse(source)):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "from_pretrained" and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id.startswith("Auto")):
+                trusted = any(k.arg == "trust_remote_code" for k in node.keywords)
+                loads.append((index, node.func.value.id, trusted))
+    assert loads, "the notebook no longer loads a saved model with the Auto classes"
+    assert all(trusted for _, _, trusted in loads), [load for load in loads if not load[2]]

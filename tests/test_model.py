@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -296,9 +298,33 @@ def test_sinusoidal_table_follows_the_paper() -> None:
     assert table[pos, 2 * i + 1].item() == pytest.approx(torch.cos(torch.tensor(pos / 10000 ** (2 * i / 16))).item())
 
 
-def test_alibi_slopes_match_the_paper() -> None:
-    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)]))
-    assert alibi_slopes(6).shape == (6,)
+def _paper_alibi_slopes(n: int) -> list[float]:
+    """``get_slopes`` from the ALiBi paper's reference code (ofirpress/attention_with_linear_biases), verbatim
+    in substance: a geometric sequence from 2^(-8/n) for a power of two, otherwise the next lower power's slopes
+    followed by every other slope of the next higher power."""
+
+    def get_slopes_power_of_2(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        ratio = start
+        return [start * ratio**i for i in range(n)]
+
+    if math.log2(n).is_integer():
+        return get_slopes_power_of_2(n)
+    closest_power_of_2 = 2 ** math.floor(math.log2(n))
+    return get_slopes_power_of_2(closest_power_of_2) + _paper_alibi_slopes(2 * closest_power_of_2)[0::2][
+        : n - closest_power_of_2
+    ]
+
+
+@pytest.mark.parametrize("n_head", [1, 2, 3, 4, 5, 6, 8, 12, 16, 20])
+def test_alibi_slopes_match_the_papers_reference_code(n_head: int) -> None:
+    torch.testing.assert_close(alibi_slopes(n_head), torch.tensor(_paper_alibi_slopes(n_head)))
+
+
+def test_alibi_slopes_for_six_heads_written_out() -> None:
+    # 4 heads give 2^-2, 2^-4, 2^-6, 2^-8; the two missing ones are 8 heads' 1st and 3rd: 2^-1, 2^-3.
+    expected = torch.tensor([2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-1, 2.0**-3])
+    torch.testing.assert_close(alibi_slopes(6), expected)
 
 
 def test_sequence_longer_than_position_table_is_a_clear_error() -> None:
@@ -307,11 +333,58 @@ def test_sequence_longer_than_position_table_is_a_clear_error() -> None:
         model(random_ids(1, 49))
 
 
-def test_rope_and_alibi_run_past_the_training_context() -> None:
-    for position_embedding in ("rope", "alibi"):
-        model = tiny_model(position_embedding=position_embedding)
-        with torch.no_grad():
-            assert torch.isfinite(model(random_ids(1, 60)).logits).all()
+@pytest.mark.parametrize("position_embedding", ["rope", "alibi"])
+def test_relative_encodings_stay_causal_and_cached_past_the_training_context(position_embedding: str) -> None:
+    # tiny_config has n_positions=48: a 72-token sequence is half again longer than anything it was built for.
+    model = tiny_model(position_embedding=position_embedding)
+    ids = random_ids(2, 72)
+    with torch.no_grad():
+        full = model(ids).logits  # (2, 72, V)
+        prefix = model(ids[:, :40]).logits
+        # Incremental decoding from token 40 on, one token at a time, through the cache.
+        out = model(ids[:, :40], use_cache=True)
+        cache, steps = out.cache, []
+        for t in range(40, 72):
+            out = model(ids[:, t : t + 1], cache=cache, use_cache=True)
+            cache = out.cache
+            steps.append(out.logits[:, -1])
+    assert torch.isfinite(full).all()
+    torch.testing.assert_close(full[:, :40], prefix, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(full[:, 40:], torch.stack(steps, dim=1), atol=1e-5, rtol=1e-5)
+
+
+def test_rope_depends_only_on_relative_positions_past_the_training_context() -> None:
+    # Shifting every position by the same offset, far beyond n_positions=48, leaves q.k (and so the logits)
+    # unchanged: rotary embeddings encode i - j only.
+    model = tiny_model(position_embedding="rope")
+    ids = random_ids(1, 32)
+    with torch.no_grad():
+        base = model(ids).logits
+        shifted = model(ids, position_ids=torch.arange(500, 532)[None]).logits
+    torch.testing.assert_close(shifted, base, atol=1e-4, rtol=1e-4)
+
+
+def test_output_attentions_under_sdpa_is_a_clear_error() -> None:
+    model = tiny_model(attn="sdpa")
+    with pytest.raises(ValueError, match='attn_implementation="eager"'):
+        model(random_ids(1, 8), output_attentions=True)
+    model.set_attn_implementation("eager")
+    attentions = model(random_ids(1, 8), output_attentions=True).attentions
+    assert len(attentions) == model.config.n_layer and all(a.shape == (1, 4, 8, 8) for a in attentions)
+
+
+@pytest.mark.parametrize("position_embedding", POSITION_EMBEDDINGS)
+def test_use_cache_false_ignores_a_filled_cache(position_embedding: str) -> None:
+    # The blocks never see the cache when use_cache is off; the mask and the positions must not either, so the
+    # call equals a plain forward over the new tokens (before the fix: a mask over 20 + 8 keys for 8 keys).
+    model = tiny_model(position_embedding=position_embedding, attn="eager")
+    ids = random_ids(1, 28)
+    with torch.no_grad():
+        cache = model(ids[:, :20], use_cache=True).cache
+        ignored = model(ids[:, 20:], cache=cache, use_cache=False)
+        plain = model(ids[:, 20:])
+    torch.testing.assert_close(ignored.logits, plain.logits)
+    assert ignored.cache is None and cache.get_seq_length() == 20
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -13,12 +14,44 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "mygpt.ipynb"
 
 
-def test_notebook_imports_the_project_instead_of_defining_it() -> None:
+def _notebook_code() -> list[ast.Module]:
+    """Each code cell parsed as Python (IPython's %magics and !shell lines left out)."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
-    for definition in ("class MyGPT", "def eager_attention_forward", "class TopPProcessor", "nn.Module)"):
-        assert definition not in code, f"the notebook re-defines {definition!r}; import it from the modules"
-    assert "import modeling_mygpt" in code and "import generation_mygpt" in code
+    return [
+        ast.parse("\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+    ]
+
+
+def _project_definitions() -> set[str]:
+    """Names of every class and top-level function of the model's own modules (the remote code)."""
+    names: set[str] = set()
+    for path in ROOT.glob("*_mygpt.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.add(node.name)
+    return names
+
+
+def test_notebook_imports_the_project_instead_of_defining_it() -> None:
+    cells = _notebook_code()
+    nodes = [node for tree in cells for node in ast.walk(tree)]
+    classes = [node.name for node in nodes if isinstance(node, ast.ClassDef)]
+    assert not classes, f"the notebook defines classes {classes}; the model and samplers live in the modules"
+    project = _project_definitions()
+    assert {"MyGPTForCausalLM", "eager_attention_forward", "TopPProcessor"} <= project, "the collector misses names"
+    redefined = [
+        node.name for node in nodes
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in project
+    ]
+    assert not redefined, f"the notebook re-defines {redefined}; import them from the modules"
+    imported = {
+        alias.name if isinstance(node, ast.Import) else node.module
+        for node in nodes if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert {"modeling_mygpt", "generation_mygpt", "configuration_mygpt"} <= imported, imported
 
 
 def test_committed_notebook_was_executed_top_to_bottom_without_errors() -> None:
