@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from mygpt import run_artifacts
 from mygpt.commands import experiments as command
 from mygpt.experiments import ablation, scaling
 from mygpt.experiments.report import write_report
@@ -131,12 +133,32 @@ def test_a_second_start_skips_finished_runs(finished_study, tmp_path_factory):
     study, out = finished_study
     summaries = {name: (out / "runs" / name / "run_summary.json") for name in ("learned", "rope")}
     before = {name: (path.stat().st_mtime_ns, path.read_text()) for name, path in summaries.items()}
-    # A stopped study: one run's folder lost its summary mid-way (as if killed before finishing) -> only it reruns.
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MYGPT_CACHE", str(tmp_path_factory.getbasetemp() / "mygpt-cache"))
         assert command.main([str(study), "--output_dir", str(out)]) == 0
     after = {name: (path.stat().st_mtime_ns, path.read_text()) for name, path in summaries.items()}
     assert after == before
+
+
+def test_a_stopped_study_resumes_without_redoing_finished_runs(finished_study, tmp_path_factory):
+    study, out = finished_study
+    learned = out / "runs" / "learned" / "run_summary.json"
+    before = (learned.stat().st_mtime_ns, learned.read_text())
+    # As a study killed during its second run leaves it: the run's folder marked unfinished, nothing else.
+    rope = out / "runs" / "rope"
+    shutil.rmtree(rope)
+    rope.mkdir()
+    (rope / run_artifacts.MARKER).write_text("{}")
+    old_score = json.loads((out / "evaluations" / "rope.json").read_text())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MYGPT_CACHE", str(tmp_path_factory.getbasetemp() / "mygpt-cache"))
+        assert command.main([str(study), "--output_dir", str(out)]) == 0
+    assert (learned.stat().st_mtime_ns, learned.read_text()) == before
+    assert run_artifacts.folder_state(rope) == "finished"
+    new_score = json.loads((out / "evaluations" / "rope.json").read_text())
+    assert new_score["key"] != old_score["key"]  # the retrained run is scored again, not read from the old file
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert [r["name"] for r in report["runs"]] == ["learned", "rope"]
 
 
 def test_changed_options_of_a_finished_run_are_refused(finished_study, tmp_path):
@@ -241,3 +263,28 @@ def test_scaling_report_has_its_plots_and_the_fit_in_markdown(tmp_path):
     markdown = (folder / "report.md").read_text()
     assert "tokens per parameter" in markdown and "alpha = 0.3" in markdown
     assert (folder / "report.csv").read_text().count("\n") == len(records) + 1
+
+
+def test_scaling_study_predicts_the_held_out_run_before_training_it(corpus_dir, tmp_path, monkeypatch):
+    sizes = [(16, 2), (16, 4), (24, 2), (32, 4), (48, 4)]
+    runs = [{"name": f"d{width}-s{steps}", "overrides": {"n_embd": width, "max_steps": steps, "eval_steps": steps,
+                                                         "save_steps": steps}} for width, steps in sizes]
+    runs.insert(0, {"name": "big", "held_out": True, "overrides": {"n_embd": 64, "max_steps": 4, "eval_steps": 4,
+                                                                    "save_steps": 4}})
+    study = write_study(tmp_path, kind="scaling", preset="cpu-quick", analysis={"bootstrap": 5},
+                        common={**TINY_OPTIONS, "data_files": [str(corpus_dir)]}, runs=runs)
+    out = tmp_path / "out"
+    assert command.main([str(study), "--output_dir", str(out)]) == 0
+    prediction = json.loads((out / "prediction.json").read_text())
+    held_summary = out / "runs" / "big" / "run_summary.json"
+    assert (out / "prediction.json").stat().st_mtime_ns < held_summary.stat().st_mtime_ns  # made before training
+    assert prediction["fitted_on"] == [r["name"] for r in runs[1:]]  # every run but the held-out one
+    report = json.loads((out / "report" / "report.json").read_text())
+    big = next(r for r in report["runs"] if r["name"] == "big")
+    assert prediction["non_embedding_parameters"] == big["non_embedding_parameters"]  # planned = measured size
+    assert prediction["tokens"] == big["tokens"]
+    held = report["findings"]["held_out"]
+    assert held["predicted_loss"] == pytest.approx(prediction["predicted_loss"])
+    assert held["measured_loss"] == pytest.approx(big["validation_loss"])
+    assert report["findings"]["fit"]["n_points"] == 5
+    assert "loss_vs_params.png" in report["figures"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -90,14 +91,18 @@ def study_findings(study: Study, records: Sequence[dict[str, Any]], output_dir: 
         from mygpt.experiments.extrapolation import DEFAULT_MULTIPLIERS, evaluate_run, extrapolation_findings
 
         evaluations = {}
+        settings = {"multipliers": list(options.get("multipliers", DEFAULT_MULTIPLIERS)),
+                    "split": options.get("split", "validation"), "max_chars": options.get("max_chars", 100_000)}
         for record in records:
             path = output_dir / "evaluations" / f"{record['name']}.json"
-            if path.is_file():  # scored before (a resumed study): the run has not changed since
-                evaluations[record["name"]] = json.loads(path.read_text())
-                continue
-            result = evaluate_run(record["run_dir"], options.get("multipliers", DEFAULT_MULTIPLIERS),
-                                  split=options.get("split", "validation"), max_chars=options.get("max_chars", 100_000))
-            write_json(path, result)
-            evaluations[record["name"]] = result
+            # Scored before (a resumed study) and still valid: the same finished run, the same settings.
+            key = {**settings, "run_summary_sha256": hashlib.sha256(
+                (Path(record["run_dir"]) / "run_summary.json").read_bytes()).hexdigest()}
+            cached = json.loads(path.read_text()) if path.is_file() else None
+            if cached is None or cached.get("key") != key:
+                cached = {"key": key, **evaluate_run(record["run_dir"], settings["multipliers"],
+                                                     split=settings["split"], max_chars=settings["max_chars"])}
+                write_json(path, cached)
+            evaluations[record["name"]] = cached
         return extrapolation_findings(evaluations)
     return {}
