@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 import yaml
 
@@ -288,3 +289,78 @@ def test_scaling_study_predicts_the_held_out_run_before_training_it(corpus_dir, 
     assert held["measured_loss"] == pytest.approx(big["validation_loss"])
     assert report["findings"]["fit"]["n_points"] == 5
     assert "loss_vs_params.png" in report["figures"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The induction control's data
+
+
+def test_induction_corpus_is_spans_written_twice_and_reproducible(tmp_path):
+    from mygpt.experiments.synthetic import synthetic_corpus
+
+    spec = {"source": "induction", "documents": 3, "lines": 5, "span": 7, "alphabet": 5, "seed": 1}
+    folder = synthetic_corpus(spec, tmp_path)
+    files = sorted(folder.glob("*.txt"))
+    assert len(files) == 3
+    for line in files[0].read_text().splitlines():
+        assert len(line) == 14 and line[:7] == line[7:] and set(line) <= set("abcde")
+    again = synthetic_corpus(spec, tmp_path / "other")
+    assert [f.read_text() for f in sorted(again.glob("*.txt"))] == [f.read_text() for f in files]
+    assert synthetic_corpus({**spec, "seed": 2}, tmp_path) != folder  # other settings, another folder
+
+
+def test_induction_study_trains_on_its_generated_corpus(monkeypatch, tmp_path):
+    monkeypatch.setenv("MYGPT_CACHE", str(tmp_path))
+    study = load_study("induction")
+    options = study.run_options(study.runs[0])
+    (folder,) = options["data_files"]
+    assert Path(folder).parent == tmp_path / "synthetic" and any(Path(folder).glob("*.txt"))
+
+
+def test_bad_data_source_is_refused(tmp_path):
+    path = write_study(tmp_path, preset="cpu-quick", data={"source": "induction", "span": 0}, runs=[{"name": "a"}])
+    with pytest.raises(ValueError, match="span must be a positive whole number"):
+        load_study(str(path))
+    path = write_study(tmp_path, preset="cpu-quick", data={"source": "nope"}, runs=[{"name": "a"}])
+    with pytest.raises(ValueError, match="data source 'nope'"):
+        load_study(str(path))
+
+
+class CopyingModel(torch.nn.Module):
+    """A stand-in for a model with a perfect induction circuit: uniform until the repeat, then it copies."""
+
+    def __init__(self, vocab: int, span: int) -> None:
+        super().__init__()
+        self.vocab, self.span = vocab, span
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids):
+        batch, length = input_ids.shape
+        logits = torch.zeros(batch, length, self.vocab)
+        for t in range(self.span, length - 1):  # position t predicts token t+1 = token t+1-span
+            logits[torch.arange(batch), t, input_ids[:, t + 1 - self.span]] = 30.0
+        return type("Output", (), {"logits": logits})
+
+
+def test_repeat_losses_separate_the_copies():
+    from mygpt.experiments.synthetic import induction_documents, repeat_losses
+    from mygpt.tokenization import train_char_tokenizer
+
+    lines = induction_documents(1, 20, span=6, alphabet=26, seed=0)[0].splitlines()
+    tokenizer = train_char_tokenizer(["abcdefghijklmnopqrstuvwxyz\n"])
+    losses = repeat_losses(CopyingModel(len(tokenizer), 6), tokenizer, lines)
+    assert losses["first_copy"] == pytest.approx(np.log(len(tokenizer)), rel=1e-4)  # uniform: chance
+    assert losses["second_copy"] < 1e-6 and losses["drop"] > 3
+
+
+def test_tiny_induction_study_reports_the_repeat_losses(tmp_path, monkeypatch):
+    monkeypatch.setenv("MYGPT_CACHE", str(tmp_path / "cache"))
+    study = write_study(tmp_path, kind="induction", preset="cpu-quick", common=TINY_OPTIONS,
+                        data={"source": "induction", "documents": 6, "lines": 40, "span": 8, "alphabet": 6},
+                        runs=[{"name": "tiny"}])
+    assert command.main([str(study), "--output_dir", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report" / "report.json").read_text())
+    (row,) = report["findings"]["repeat_loss"]
+    assert row["run"] == "tiny" and row["first_copy"] > 0 and row["second_copy"] > 0
+    assert report["findings"]["chance_nats"] == pytest.approx(np.log(6))
+    assert "## Induction control" in (tmp_path / "out" / "report" / "report.md").read_text()

@@ -105,4 +105,8 @@ def study_findings(study: Study, records: Sequence[dict[str, Any]], output_dir: 
                 write_json(path, cached)
             evaluations[record["name"]] = cached
         return extrapolation_findings(evaluations)
+    if study.kind == "induction" and study.data:
+        from mygpt.experiments.synthetic import induction_findings
+
+        return induction_findings(list(records), study.data)
     return {}

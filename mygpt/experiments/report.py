@@ -244,6 +244,13 @@ def _extrapolation_markdown(f: dict[str, Any]) -> list[str]:
     return lines + _table(rows, ["run", "positions", "context", "bits per byte", "ratio to T / reason"])
 
 
+def _induction_markdown(f: dict[str, Any]) -> list[str]:
+    lines = ["## Induction control", "", f"Method: {f['method']} ({f['lines']} lines, span {f['span']}). Chance: "
+             f"{f['chance_nats']:.3f} nats per letter.", ""]
+    rows = [[r["run"], r["first_copy"], r["second_copy"], r["drop"]] for r in f["repeat_loss"]]
+    return lines + _table(rows, ["run", "first copy (nats)", "second copy (nats)", "drop (nats)"])
+
+
 def render_markdown(report: dict[str, Any], captions: dict[str, str]) -> str:
     study = report["study"]
     lines = [f"# Study `{study['name']}` ({study['kind']}{', size ' + study['size'] if study['size'] else ''})", ""]
@@ -266,6 +273,8 @@ def render_markdown(report: dict[str, Any], captions: dict[str, str]) -> str:
         lines += _ablation_markdown(findings)
     elif kind == "extrapolation" and findings.get("table"):
         lines += _extrapolation_markdown(findings)
+    elif kind == "induction" and findings.get("repeat_loss"):
+        lines += _induction_markdown(findings)
     if captions:
         lines += ["## Figures", ""]
         for name, caption in captions.items():

@@ -67,3 +67,55 @@ def synthetic_corpus(spec: dict[str, Any], root: Path) -> Path:
             for i, text in enumerate(induction_documents(**settings)):
                 write_text(staging / f"doc{i:04d}.txt", text)
     return folder
+
+
+def repeat_losses(model: Any, tokenizer: Any, lines: list[str]) -> dict[str, float]:
+    """Mean next-token loss (nats) on the first and the second copy of each repeated-span line.
+
+    Each line (``span`` letters written twice, see :func:`induction_line`) is read on its own behind the start
+    token. The first letter of each copy is left out: the first has no context, and the second copy's first letter
+    follows the end of the first copy, which nothing predicts. A model with an induction circuit scores the
+    second copy far below the first (chance is ``ln(alphabet)`` nats per letter).
+
+    Returns ``{"first_copy", "second_copy", "drop"}``; ``ValueError`` for lines that are not span + span.
+    """
+    import torch
+
+    from mygpt.scoring import start_token_id, token_nats
+
+    span = len(lines[0]) // 2
+    if any(len(line) != 2 * span or line[:span] != line[span:] for line in lines):
+        raise ValueError("every line must be one span written twice, all of the same length")
+    start = start_token_id(tokenizer)
+    rows = [[start] + tokenizer(line, add_special_tokens=False)["input_ids"] for line in lines]
+    if any(len(row) != 2 * span + 1 for row in rows):
+        raise ValueError("the tokenizer does not give one token per letter; the copies cannot be told apart")
+    ids = torch.tensor(rows)  # (B, 1 + 2 span)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            nats = token_nats(model(input_ids=ids).logits, ids)[:, :-1]  # (B, 2 span): entry t predicts token t+1
+    finally:
+        model.train(was_training)
+    first = nats[:, 1:span].mean().item()  # targets 2 .. span (letters 2 .. span of the first copy)
+    second = nats[:, span + 1 :].mean().item()  # targets span+2 .. 2 span (letters 2 .. span of the repeat)
+    return {"first_copy": first, "second_copy": second, "drop": first - second}
+
+
+def induction_findings(records: list[dict[str, Any]], spec: dict[str, Any], lines: int = 64) -> dict[str, Any]:
+    """Per run: the repeat losses on fresh lines (a seed the training data did not use), and chance."""
+    import math
+
+    from mygpt.loading import load_model_and_tokenizer
+
+    _, settings = check_spec(spec)
+    rng = random.Random(settings["seed"] + 1_000_003)  # not the training corpus's lines
+    fresh = [induction_line(rng, settings["span"], settings["alphabet"]) for _ in range(lines)]
+    table = []
+    for record in records:
+        model, tokenizer = load_model_and_tokenizer(record["run_dir"], device="cpu")
+        table.append({"run": record["name"], **repeat_losses(model, tokenizer, fresh)})
+    return {"chance_nats": math.log(settings["alphabet"]), "lines": lines, "span": settings["span"],
+            "repeat_loss": table,
+            "method": "fresh lines of the training distribution; mean loss on letters 2..span of each copy"}
