@@ -256,6 +256,8 @@ def render_markdown(report: dict[str, Any], captions: dict[str, str]) -> str:
     lines = [f"# Study `{study['name']}` ({study['kind']}{', size ' + study['size'] if study['size'] else ''})", ""]
     if study["description"]:
         lines += [study["description"], ""]
+    if study.get("note"):
+        lines += [f"Size: {study['note']}", ""]
     if report.get("command"):
         lines += [f"Command: `{report['command']}`. Base preset: `{Path(study['preset']).stem}`.", ""]
     lines += ["## Runs", "", "Loss in nats per token; bits per byte on the held-out split; FLOPs = "
