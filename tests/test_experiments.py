@@ -364,3 +364,13 @@ def test_tiny_induction_study_reports_the_repeat_losses(tmp_path, monkeypatch):
     assert row["run"] == "tiny" and row["first_copy"] > 0 and row["second_copy"] > 0
     assert report["findings"]["chance_nats"] == pytest.approx(np.log(6))
     assert "## Induction control" in (tmp_path / "out" / "report" / "report.md").read_text()
+
+
+def test_a_second_process_on_the_same_study_folder_is_refused(tmp_path):
+    from mygpt.files import FolderLock
+
+    path = write_study(tmp_path, preset="cpu-quick", runs=[{"name": "a"}])
+    with FolderLock(tmp_path / "out", purpose="another study"):
+        with pytest.raises(SystemExit, match="in use by a live process"):
+            command.main([str(path), "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out" / "runs").exists()

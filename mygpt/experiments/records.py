@@ -67,7 +67,8 @@ def collect_record(run: RunSpec, summary: dict[str, Any], output_dir: Path) -> d
         "wall_seconds": summary.get("wall_time_seconds"), "train_seconds": results.get("train_runtime_seconds"),
         "steps": results["steps"], "tokens_per_second": results.get("tokens_per_second"),
         "train_loss": results.get("final_train_loss"),
-        "validation_loss": split("validation", "loss"), "validation_bits_per_byte": split("validation", "bits_per_byte"),
+        "validation_loss": split("validation", "loss"),
+        "validation_bits_per_byte": split("validation", "bits_per_byte"),
         "test_loss": split("test", "loss"), "test_bits_per_byte": split("test", "bits_per_byte"),
     }
 

@@ -211,7 +211,8 @@ def _scaling_markdown(f: dict[str, Any]) -> list[str]:
         "",
         f"Compute-optimal split at C = {opt['flops']:.3g} FLOPs (C = 6ND): N = {opt['parameters']:.3g} parameters, "
         f"D = {opt['tokens']:.3g} tokens, **{opt['tokens_per_parameter']:.1f} tokens per parameter**"
-        f"{_interval(spread, 'tokens_per_parameter')}, against Chinchilla's ~{f['chinchilla_tokens_per_parameter']:.0f}. "
+        f"{_interval(spread, 'tokens_per_parameter')}, against Chinchilla's "
+        f"~{f['chinchilla_tokens_per_parameter']:.0f}. "
         "Fits at this scale differ from Chinchilla's: the runs are far shorter than one data pass at the largest "
         "sizes, the learning-rate schedule is not re-tuned per size, the embedding and attention FLOPs are a large "
         "share of small models, and a few points over a 10-100x range pin the exponents loosely (see the interval).",

@@ -46,7 +46,8 @@ def check_spec(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                          f"{', '.join(INDUCTION_DEFAULTS)}")
     settings = {**INDUCTION_DEFAULTS, **spec}
     if not 2 <= settings["alphabet"] <= 26:
-        raise ValueError(f"data source induction: alphabet must be between 2 and 26 letters, got {settings['alphabet']}")
+        raise ValueError(f"data source induction: alphabet must be between 2 and 26 letters, "
+                         f"got {settings['alphabet']}")
     for name in ("documents", "lines", "span"):
         if not isinstance(settings[name], int) or settings[name] < 1:
             raise ValueError(f"data source induction: {name} must be a positive whole number, got {settings[name]!r}")
