@@ -230,3 +230,27 @@ def test_head_report_writes_a_table_a_heatmap_per_score_and_a_sentence_per_type(
     assert len(csv_lines) == 1 + 2 * 3
     markdown = (tmp_path / "heads.md").read_text()
     assert "L1H2" in markdown and "induction" in markdown and "previous_token" in markdown
+
+
+def test_attention_entropy_is_zero_for_one_key_and_one_for_even_attention():
+    from mygpt.analysis.heads import attention_entropy
+
+    t = len(IDS)
+    uniform = torch.ones(t, t).tril()
+    uniform = uniform / uniform.sum(-1, keepdim=True)
+    assert float(attention_entropy(uniform)) == pytest.approx(1.0)
+    for name in ("previous_token", "first_token", "induction"):  # one key per query, positional or by content
+        assert float(attention_entropy(PATTERNS[name]())) == pytest.approx(0.0, abs=1e-6)
+    assert 0.0 < float(attention_entropy(local_pattern())) < 1.0
+    stacked = torch.stack([uniform, PATTERNS["first_token"]()])  # (2, T, T): leading dimensions are kept
+    assert attention_entropy(stacked).shape == (2,)
+
+
+def test_head_table_has_an_attention_entropy_column(tmp_path):
+    result = head_scores(HandMadeInductionModel(), CharTokenizer(), TEXT, repeat_length=12, repeat_batch=2)
+    assert result.entropy.shape == (2, 3) and ((0 <= result.entropy) & (result.entropy <= 1 + 1e-6)).all()
+    assert result.entropy[0, 1] == pytest.approx(0.0, abs=1e-3)  # the hand-made previous-token head: one key
+    assert all("attention_entropy" in row for row in result.table())
+    save_head_report(result, str(tmp_path))
+    assert "attention_entropy" in (tmp_path / "heads.csv").read_text().splitlines()[0]
+    assert "attention_entropy" in (tmp_path / "heads.md").read_text()

@@ -15,6 +15,11 @@ built by hand. Rows are queries, columns keys. The scores:
 
 The first two positions are left out of the previous- and first-token scores: at query 1 the previous
 token *is* the first token, so counting it would blur the two.
+
+Beside the scores, each head's **attention entropy** (normalised, 0 to 1) says how spread its attention is:
+0 when every query reads a single key, 1 when it reads all earlier tokens evenly. A low-entropy head whose
+previous-token or first-token score is low reads one token chosen by *content*, not by position; a high-entropy
+head averages.
 """
 
 from __future__ import annotations
@@ -96,6 +101,16 @@ def local_window_score(attention: torch.Tensor, window: int = 4) -> torch.Tensor
     return (mass * entropy / math.log(window)).mean(-1)
 
 
+def attention_entropy(attention: torch.Tensor) -> torch.Tensor:
+    """Mean normalised entropy of each query's attention, ``H(row i) / log(i + 1)`` over queries i >= 1 (query 0
+    has one key and no choice): 0 when every query reads one key, 1 when each reads all its keys evenly.
+    (..., T, T) -> (...)."""
+    t = _check_square(attention, 2, "attention-entropy")
+    rows = attention[..., 1:, :].float()  # (..., T-1, T)
+    entropy = -(rows * rows.clamp_min(1e-12).log()).sum(-1)  # (..., T-1)
+    return (entropy / torch.arange(2, t + 1, dtype=torch.float32).log()).mean(-1)
+
+
 def _masked_score(attention: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Attention mass on ``targets`` (T, T bool), averaged over the queries that have at least one target."""
     has_target = targets.any(-1)
@@ -159,6 +174,7 @@ class HeadScores:
     repeat_loss_second: float  # ... and on its repeat: much lower when induction heads work
     text_tokens: int = 0  # tokens of text behind the previous-token, first-token and local-window scores
     repeat_length: int = 0  # length of the random sequence shown twice
+    entropy: np.ndarray | None = None  # (n_layer, nh) normalised attention entropy on the text, 0..1
 
     def head_types(self) -> np.ndarray:
         """Per head, the name of its strongest score when it clears ``threshold``, else "mixed"."""
@@ -173,6 +189,7 @@ class HeadScores:
         n_layer, n_head = types.shape
         return [
             {"layer": layer, "head": head, **{n: float(self.scores[n][layer, head]) for n in SCORE_NAMES},
+             **({"attention_entropy": float(self.entropy[layer, head])} if self.entropy is not None else {}),
              "type": str(types[layer, head])}
             for layer in range(n_layer)
             for head in range(n_head)
@@ -194,14 +211,17 @@ def head_scores(model: torch.nn.Module, tokenizer, text: str, window: int = 4, r
     chunks = [c for c in windows(encoded.input_ids, context_length(model)) if c.shape[1] >= shortest][:max_windows]
     if not chunks:
         raise ValueError(f"the text has {len(encoded)} tokens; head scores need at least {shortest}")
-    per_window: dict[str, list[np.ndarray]] = {"previous_token": [], "first_token": [], "local_window": []}
+    per_window: dict[str, list[np.ndarray]] = {"previous_token": [], "first_token": [], "local_window": [],
+                                               "entropy": []}
     for chunk in chunks:
         attention = _attentions(model, chunk)[0]  # (L, nh, t, t)
         per_window["previous_token"].append(previous_token_score(attention).numpy())
         per_window["first_token"].append(first_token_score(attention).numpy())
         per_window["local_window"].append(local_window_score(attention, window).numpy())
+        per_window["entropy"].append(attention_entropy(attention).numpy())
     lengths = [c.shape[1] for c in chunks]
     scores = {name: np.average(np.stack(values), axis=0, weights=lengths) for name, values in per_window.items()}
+    entropy = scores.pop("entropy")
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     vocab = min(model.config.vocab_size, len(tokenizer))
     start = getattr(tokenizer, "bos_token_id", None)
@@ -214,7 +234,7 @@ def head_scores(model: torch.nn.Module, tokenizer, text: str, window: int = 4, r
     scores["induction"] = torch.stack([induction_score(repeated[b], ids[b]) for b in range(len(ids))]).mean(0).numpy()
     first, second = _half_losses(model, ids, length, offset=int(start is not None))
     return HeadScores(scores=scores, threshold=threshold, repeat_loss_first=first, repeat_loss_second=second,
-                      text_tokens=sum(lengths), repeat_length=length)
+                      text_tokens=sum(lengths), repeat_length=length, entropy=entropy)
 
 
 def _attentions(model, input_ids: torch.Tensor) -> torch.Tensor:
@@ -264,12 +284,17 @@ def head_report_markdown(result: HeadScores) -> str:
              f"Previous-token, first-token and local-window scores: {result.text_tokens} tokens of text. "
              f"Duplicate-token and induction scores: random sequences of {result.repeat_length} tokens shown twice; "
              f"next-token loss {result.repeat_loss_first:.3f} on the first copy, {result.repeat_loss_second:.3f} on "
-             "the repeat (a large drop means the model copies from context).", "",
-             "| layer | head | " + " | ".join(SCORE_NAMES) + " | type |",
-             "|---" * (len(SCORE_NAMES) + 3) + "|"]
+             "the repeat (a large drop means the model copies from context).", ""]
+    columns = list(SCORE_NAMES)
+    if result.entropy is not None:
+        columns.append("attention_entropy")
+        lines += ["attention_entropy: how spread each head's attention is on the text, 0 (every query reads one "
+                  "key) to 1 (each reads all earlier tokens evenly). A low-entropy head with low previous-token and "
+                  "first-token scores picks its key by content, not by position; a high-entropy head averages.", ""]
+    lines += ["| layer | head | " + " | ".join(columns) + " | type |", "|---" * (len(columns) + 3) + "|"]
     for row in result.table():
         lines.append(f"| {row['layer']} | {row['head']} | "
-                     + " | ".join(f"{row[n]:.2f}" for n in SCORE_NAMES) + f" | {row['type']} |")
+                     + " | ".join(f"{row[n]:.2f}" for n in columns) + f" | {row['type']} |")
     lines += ["", "## What each type means", ""]
     for name, sentence in HEAD_TYPE_SENTENCES.items():
         found = [f"L{layer}H{head}" for layer, head in zip(*np.nonzero(types == name))]

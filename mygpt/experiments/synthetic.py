@@ -1,0 +1,122 @@
+"""Synthetic corpora with a known answer, for positive controls of the analysis tools.
+
+``induction``: every line is a span of random letters written twice (``xqzb...xqzb...``). The first copy cannot be
+predicted better than chance (``ln(alphabet)`` nats per letter); the second copy can be predicted perfectly by a
+model that finds the earlier occurrence of the current letter and copies the letter after it -- the induction
+circuit of Olsson et al. (2022): a previous-token head in one layer, an induction head in the next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import string
+from pathlib import Path
+from typing import Any
+
+from mygpt.files import staged_folder, write_text
+
+SOURCES = ("induction",)
+INDUCTION_DEFAULTS = {"documents": 40, "lines": 200, "span": 24, "alphabet": 26, "seed": 0}
+
+
+def induction_line(rng: random.Random, span: int, alphabet: int) -> str:
+    """One line: ``span`` random letters from the first ``alphabet`` lowercase letters, written twice."""
+    letters = string.ascii_lowercase[:alphabet]
+    first = "".join(rng.choice(letters) for _ in range(span))
+    return first + first
+
+
+def induction_documents(documents: int, lines: int, span: int, alphabet: int, seed: int) -> list[str]:
+    """``documents`` texts of ``lines`` lines each (see :func:`induction_line`); the same for the same arguments."""
+    rng = random.Random(seed)
+    return ["\n".join(induction_line(rng, span, alphabet) for _ in range(lines)) + "\n" for _ in range(documents)]
+
+
+def check_spec(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(source, settings with defaults)`` of a study's ``data:`` mapping; ``ValueError`` naming a bad field."""
+    spec = dict(spec)
+    source = spec.pop("source", None)
+    if source not in SOURCES:
+        raise ValueError(f"data source {source!r} is not one of {', '.join(SOURCES)}")
+    unknown = sorted(set(spec) - set(INDUCTION_DEFAULTS))
+    if unknown:
+        raise ValueError(f"data source {source}: unknown setting(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(INDUCTION_DEFAULTS)}")
+    settings = {**INDUCTION_DEFAULTS, **spec}
+    if not 2 <= settings["alphabet"] <= 26:
+        raise ValueError(f"data source induction: alphabet must be between 2 and 26 letters, "
+                         f"got {settings['alphabet']}")
+    for name in ("documents", "lines", "span"):
+        if not isinstance(settings[name], int) or settings[name] < 1:
+            raise ValueError(f"data source induction: {name} must be a positive whole number, got {settings[name]!r}")
+    return source, settings
+
+
+def synthetic_corpus(spec: dict[str, Any], root: Path) -> Path:
+    """The folder of text files for ``spec`` (``{"source": "induction", ...}``), written under ``root`` once.
+
+    The folder name carries a digest of the settings, so other settings never reuse an old corpus. Raises
+    ``ValueError`` for an unknown source or setting.
+    """
+    source, settings = check_spec(spec)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    folder = Path(root) / f"{source}-{digest}"
+    if not folder.is_dir():
+        with staged_folder(folder) as staging:
+            for i, text in enumerate(induction_documents(**settings)):
+                write_text(staging / f"doc{i:04d}.txt", text)
+    return folder
+
+
+def repeat_losses(model: Any, tokenizer: Any, lines: list[str]) -> dict[str, float]:
+    """Mean next-token loss (nats) on the first and the second copy of each repeated-span line.
+
+    Each line (``span`` letters written twice, see :func:`induction_line`) is read on its own behind the start
+    token. The first letter of each copy is left out: the first has no context, and the second copy's first letter
+    follows the end of the first copy, which nothing predicts. A model with an induction circuit scores the
+    second copy far below the first (chance is ``ln(alphabet)`` nats per letter).
+
+    Returns ``{"first_copy", "second_copy", "drop"}``; ``ValueError`` for lines that are not span + span.
+    """
+    import torch
+
+    from mygpt.scoring import start_token_id, token_nats
+
+    span = len(lines[0]) // 2
+    if any(len(line) != 2 * span or line[:span] != line[span:] for line in lines):
+        raise ValueError("every line must be one span written twice, all of the same length")
+    start = start_token_id(tokenizer)
+    rows = [[start] + tokenizer(line, add_special_tokens=False)["input_ids"] for line in lines]
+    if any(len(row) != 2 * span + 1 for row in rows):
+        raise ValueError("the tokenizer does not give one token per letter; the copies cannot be told apart")
+    ids = torch.tensor(rows)  # (B, 1 + 2 span)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            nats = token_nats(model(input_ids=ids).logits, ids)[:, :-1]  # (B, 2 span): entry t predicts token t+1
+    finally:
+        model.train(was_training)
+    first = nats[:, 1:span].mean().item()  # targets 2 .. span (letters 2 .. span of the first copy)
+    second = nats[:, span + 1 :].mean().item()  # targets span+2 .. 2 span (letters 2 .. span of the repeat)
+    return {"first_copy": first, "second_copy": second, "drop": first - second}
+
+
+def induction_findings(records: list[dict[str, Any]], spec: dict[str, Any], lines: int = 64) -> dict[str, Any]:
+    """Per run: the repeat losses on fresh lines (a seed the training data did not use), and chance."""
+    import math
+
+    from mygpt.loading import load_model_and_tokenizer
+
+    _, settings = check_spec(spec)
+    rng = random.Random(settings["seed"] + 1_000_003)  # not the training corpus's lines
+    fresh = [induction_line(rng, settings["span"], settings["alphabet"]) for _ in range(lines)]
+    table = []
+    for record in records:
+        model, tokenizer = load_model_and_tokenizer(record["run_dir"], device="cpu")
+        table.append({"run": record["name"], **repeat_losses(model, tokenizer, fresh)})
+    return {"chance_nats": math.log(settings["alphabet"]), "lines": lines, "span": settings["span"],
+            "repeat_loss": table,
+            "method": "fresh lines of the training distribution; mean loss on letters 2..span of each copy"}
