@@ -73,7 +73,8 @@ def per_layer_attentions(attentions: torch.Tensor | Sequence[torch.Tensor], n_to
 
     Accepts a model's ``output.attentions`` (a tuple of n_layer tensors (1, nh, T, T) or (nh, T, T)) or one
     stacked tensor (n_layer, nh, T, T) such as :func:`mygpt.analysis.attention_for_text` gives. Weights are
-    rounded to 4 decimals in float64, so the page holds ``0.1234`` rather than float32's 17 digits.
+    rounded to 3 decimals in float64 (bertviz draws them as line opacities), so the page holds ``0.123``
+    rather than float32's 17 digits.
     """
     layers = list(attentions.unbind(0) if isinstance(attentions, torch.Tensor) else attentions)
     if not layers:
@@ -90,7 +91,7 @@ def per_layer_attentions(attentions: torch.Tensor | Sequence[torch.Tensor], n_to
                              "(nh, T, T) for a single text")
         if layer.shape[-1] != n_tokens:
             raise ValueError(f"attention covers {layer.shape[-1]} tokens but {n_tokens} tokens were given")
-        checked.append(torch.round(layer.detach().to("cpu", torch.float64), decimals=4).unsqueeze(0))
+        checked.append(torch.round(layer.detach().to("cpu", torch.float64), decimals=3).unsqueeze(0))
     return checked
 
 
