@@ -7,20 +7,25 @@
   (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set to a true value).
 * :func:`resolve_device`, :func:`resolve_dtype` — ``auto`` and names into torch objects, with clear errors.
 * :func:`context_length` — the number of positions a model was built for.
+* :func:`published_models` — the models named by ``MYGPT_MODEL_ID`` (and ``MYGPT_TWIN_ID``), loaded, or None: how
+  the notebook uses a published model instead of training one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DTYPES", "ModelNotAvailableError", "check_model_name", "context_length", "is_offline",
-           "load_model_and_tokenizer", "resolve_device", "resolve_dtype"]
+__all__ = ["DTYPES", "MODEL_ID_VARIABLE", "TWIN_ID_VARIABLE", "LoadedModel", "ModelNotAvailableError",
+           "PublishedModels", "check_model_name", "context_length", "is_offline", "load_model_and_tokenizer",
+           "published_models", "resolve_device", "resolve_dtype", "run_summary"]
 
 DTYPES: dict[str, Any] = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
                           "float16": torch.float16}
@@ -195,3 +200,84 @@ def load_model_and_tokenizer(
         raise ModelNotAvailableError(f"{name!r} has a model but no loadable tokenizer (save the tokenizer next to "
                                      f"the model): {reason}") from None
     return model.to(device).eval(), tokenizer
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A published model instead of a training run (the notebook)
+
+MODEL_ID_VARIABLE = "MYGPT_MODEL_ID"  # e.g. you/mygpt-shakespeare, or a local folder
+TWIN_ID_VARIABLE = "MYGPT_TWIN_ID"  # its GPT2LMHeadModel twin trained on the same recipe (optional)
+
+
+@dataclass
+class LoadedModel:
+    """A model loaded by name: the name, the model (eval mode), its tokenizer and its ``run_summary.json``."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    summary: dict[str, Any] | None  # what train_hf.py recorded, when the folder or repository has it
+
+
+@dataclass
+class PublishedModels:
+    """The models the environment names: ``main`` from ``MYGPT_MODEL_ID``, ``twin`` from ``MYGPT_TWIN_ID``."""
+
+    main: LoadedModel
+    twin: LoadedModel | None
+
+
+def run_summary(name_or_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``run_summary.json`` a training run wrote beside its model (a folder, or a Hub repository that
+    ``mygpt-push`` filled), or None when there is none or it cannot be fetched (offline and not cached)."""
+    name = os.fspath(name_or_path)
+    if os.path.isdir(name):
+        path = os.path.join(name, "run_summary.json")
+        if not os.path.isfile(path):
+            return None
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            path = hf_hub_download(name, "run_summary.json", local_files_only=is_offline())
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as error:
+            logger.info("no run_summary.json for %s: %s", name, str(error).splitlines()[0] if str(error) else error)
+            return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except ValueError:
+        logger.warning("%s is not valid JSON; the model is used without its training facts", path)
+        return None
+
+
+def published_models(*, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto",
+                     attn_implementation: str | None = None,
+                     environ: Mapping[str, str] | None = None) -> PublishedModels | None:
+    """Load the models named by ``MYGPT_MODEL_ID`` and, if set, ``MYGPT_TWIN_ID``; None when no model is named.
+
+    Each name is a Hub id (``you/mygpt-shakespeare``) or a local folder, loaded with
+    :func:`load_model_and_tokenizer` (the same device, dtype and attention for both). An empty value counts as
+    unset. ``environ`` defaults to ``os.environ`` (read at call time, so a notebook cell may set it).
+
+    Raises:
+        ValueError: ``MYGPT_TWIN_ID`` without ``MYGPT_MODEL_ID`` (a twin alone has nothing to be compared with).
+        ModelNotAvailableError: a name that cannot be loaded (the message says why, offline included).
+    """
+    environ = os.environ if environ is None else environ
+    main_id = (environ.get(MODEL_ID_VARIABLE) or "").strip()
+    twin_id = (environ.get(TWIN_ID_VARIABLE) or "").strip()
+    if not main_id:
+        if twin_id:
+            raise ValueError(f"{TWIN_ID_VARIABLE}={twin_id!r} is set but {MODEL_ID_VARIABLE} is not: name the "
+                             f"trained model too, or unset {TWIN_ID_VARIABLE}")
+        return None
+
+    def load(name: str) -> LoadedModel:
+        model, tokenizer = load_model_and_tokenizer(name, device=device, dtype=dtype,
+                                                    attn_implementation=attn_implementation)
+        logger.info("loaded %s (%s) instead of training", name, type(model).__name__)
+        return LoadedModel(name=name, model=model, tokenizer=tokenizer, summary=run_summary(name))
+
+    return PublishedModels(main=load(main_id), twin=load(twin_id) if twin_id else None)

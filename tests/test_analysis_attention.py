@@ -119,9 +119,14 @@ def test_bertviz_views_are_one_call_with_a_model_a_tokenizer_and_a_text(tokenize
     html = head_view(model, tokenizer, short, html_action="return").data
     # bertviz inlines its data as JSON: the tokens, and one (nh, T, T) block per layer
     data = json.loads(re.search(r"const params = (\{.*?\});", html, re.S).group(1))
-    assert data["attention"][0]["left_text"] == [display_token(c) for c in short]
+    assert data["attention"][0]["left_text"] == ["B", "u", "t", " ", "s", "o", "f", "t", "!", "↵"]  # as people read
     assert len(data["attention"][0]["attn"]) == 2  # layers
     assert len(data["attention"][0]["attn"][0]) == 4  # heads
+    from mygpt.analysis.bertviz_offline import libraries_html
+
+    assert html.startswith(libraries_html())  # offline: the libraries are inlined, and the CDN loads are gone
+    view = html.removeprefix(libraries_html())
+    assert "cdnjs" not in view and "require.config" not in view
     html = model_view(model, tokenizer, short, include_layers=[1], html_action="return").data
     assert "include_layers" in html and '"include_layers": [1]' in html
     with pytest.raises(ValueError, match="layer 3 does not exist"):

@@ -1,4 +1,4 @@
-"""Attention weights: extract them for every layer and head, show them with bertviz in a notebook, or draw
+"""Attention weights: extract them for every layer and head, show them with bertviz in a notebook (offline), or draw
 them as static PNG grids (layers × heads) with the tokens on the axes.
 
 Row ``i`` of a head's (T, T) matrix is what token ``i`` (the query) reads: how its attention is shared
@@ -46,38 +46,37 @@ def attention_for_text(model: torch.nn.Module, tokenizer, text: str) -> TextAtte
     return TextAttention(encoded=encoded, attentions=attentions)
 
 
-def _bertviz_inputs(model, tokenizer, text: str) -> tuple[list[torch.Tensor], list[str]]:
-    found = attention_for_text(model, tokenizer, text)
-    # bertviz wants one (1, nh, T, T) tensor per layer and plain token strings.
-    per_layer = [layer.unsqueeze(0) for layer in found.attentions]
-    return per_layer, [display_token(t) for t in found.tokens]
+def _show(view_html: str, html_action: str):
+    from IPython.display import HTML, display
+
+    if html_action not in ("view", "return"):
+        raise ValueError(f"html_action must be 'view' (show it in the notebook) or 'return', not {html_action!r}")
+    if html_action == "return":
+        return HTML(view_html)
+    display(HTML(view_html))
+    return None
 
 
 def head_view(model, tokenizer, text: str, layer: int | None = None, heads: Sequence[int] | None = None,
               html_action: str = "view"):
-    """bertviz's head view of ``text`` in one call (needs a network in the browser: bertviz loads its
-    scripts from a CDN; for an offline page use :func:`mygpt.analysis.viewer.write_attention_html`)."""
-    from bertviz import head_view as bertviz_head_view
+    """bertviz's head view of ``text`` in one call, rendered offline (the libraries inlined, see
+    :mod:`mygpt.analysis.bertviz_offline`); ``html_action="return"`` gives the ``IPython.display.HTML``."""
+    from .bertviz_offline import head_view_html
 
     if layer is not None:
         check_layers([layer], model.config.n_layer)
-    if heads is not None:
-        check_heads(heads, model.config.n_head)
-    attention, tokens = _bertviz_inputs(model, tokenizer, text)
-    return bertviz_head_view(attention, tokens, layer=layer, heads=list(heads) if heads else None,
-                             prettify_tokens=False, html_action=html_action)
+    found = attention_for_text(model, tokenizer, text)
+    return _show(head_view_html(found.attentions, found.tokens, layer=layer, heads=heads), html_action)
 
 
 def model_view(model, tokenizer, text: str, include_layers: Sequence[int] | None = None,
                include_heads: Sequence[int] | None = None, html_action: str = "view"):
-    """bertviz's model view (every layer × head as thumbnails) of ``text`` in one call."""
-    from bertviz import model_view as bertviz_model_view
+    """bertviz's model view (every layer × head as thumbnails) of ``text`` in one call, rendered offline."""
+    from .bertviz_offline import model_view_html
 
-    layers = check_layers(include_layers, model.config.n_layer) if include_layers is not None else None
-    heads = check_heads(include_heads, model.config.n_head) if include_heads is not None else None
-    attention, tokens = _bertviz_inputs(model, tokenizer, text)
-    return bertviz_model_view(attention, tokens, include_layers=layers, include_heads=heads,
-                              prettify_tokens=False, html_action=html_action)
+    found = attention_for_text(model, tokenizer, text)
+    return _show(model_view_html(found.attentions, found.tokens, include_layers=include_layers,
+                                 include_heads=include_heads), html_action)
 
 
 def _fits(cell_inches: float, n: int) -> float:

@@ -72,14 +72,51 @@ def check_heads(heads: Sequence[int] | None, n_head: int) -> list[int]:
 
 
 _VISIBLE = {"\n": "↵", "\t": "⇥", " ": "·"}
+_READABLE = {"\n": "↵", "\t": "⇥", " ": " "}
+
+
+def _shown(token: str, marks: dict[str, str]) -> str:
+    if not token:
+        return "∅"
+    return "".join(marks.get(ch, ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in token)
 
 
 def display_token(token: str) -> str:
     """A token as a label on a plot: whitespace made visible so '\\n' and ' the' can be told apart, and
     control characters (single bytes of a byte-level vocabulary) written as escapes."""
-    if not token:
-        return "∅"
-    return "".join(_VISIBLE.get(ch, ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in token)
+    return _shown(token, _VISIBLE)
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet read backwards: character -> byte. Printable Latin-1 bytes stand for
+    themselves; the others are shifted to chr(256 + n) in byte order, which makes a space 'Ġ' and a newline 'Ċ'."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    alphabet, shifted = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            alphabet[chr(byte)] = byte
+        else:
+            alphabet[chr(256 + shifted)] = byte
+            shifted += 1
+    return alphabet
+
+
+_BYTE_LEVEL = _byte_level_alphabet()
+
+
+def readable_token(token: str) -> str:
+    """A token as people read it (bertviz labels): spaces as spaces, a newline as '↵', a tab as '⇥', control
+    characters as escapes.
+
+    A decoded piece (``' the'``, ``'\\n'``, what :func:`encode` gives) and the raw byte-level BPE spelling of
+    ``convert_ids_to_tokens`` (``'Ġthe'``, ``'Ċ'``) read the same: a token spelled wholly in the byte-level
+    alphabet with at least one shifted character (code point 256 or above, such as Ġ or Ċ) is turned back into
+    its bytes first. A raw token of accented letters alone (``'Ã©'`` for é) has no such mark and is shown as
+    spelled, so pass decoded pieces where the text is not plain English.
+    """
+    if token and any(ord(ch) >= 256 for ch in token) and all(ch in _BYTE_LEVEL for ch in token):
+        token = bytes(_BYTE_LEVEL[ch] for ch in token).decode("utf-8", errors="backslashreplace")
+    return _shown(token, _READABLE)
 
 
 def _token_texts(tokenizer, ids: Sequence[int]) -> list[str]:
