@@ -316,6 +316,9 @@ class MyGPTMLP(nn.Module):
             return F.gelu(x, approximate="tanh")
         if self.activation_function == "gelu":
             return F.gelu(x)
+        if self.activation_function == "relu2":
+            # Squared ReLU (So et al., 2021, "Primer"): sparse like ReLU, smooth at 0 for the gradient's sake.
+            return F.relu(x).square()
         return F.relu(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -180,7 +180,10 @@ class LMTrainingArguments(TrainingArguments):
         "help": "End with the checkpoint of lowest validation loss."})
     metric_for_best_model: str | None = field(default="eval_loss", metadata={"help": "The metric for the best model."})
     greater_is_better: bool | None = field(default=False, metadata={"help": "Lower loss is better."})
-    learning_rate: float = field(default=6e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    learning_rate: float = field(default=6e-4, metadata={"help": "Peak learning rate (AdamW, and Muon's too)."})
+    optimizer: str = field(default="adamw", metadata={
+        "help": "adamw | muon. muon: torch.optim.Muon for the weight matrices inside the blocks, AdamW for "
+                "embeddings, head, norms and biases, one learning rate and schedule for both (mygpt/optim.py)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule after warmup."})
     warmup_steps: float = field(default=100, metadata={"help": "Linear warmup steps (or a fraction < 1 of all steps)."})
     weight_decay: float = field(default=0.1, metadata={

@@ -28,6 +28,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.pytorch_utils import Conv1D
 
 from mygpt.files import atomic_path
+from mygpt.optim import MuonWithAdamW
 from mygpt.scoring import row_nats as token_nats  # (B, 2) summed nats and targets per row
 from mygpt.text_metrics import bits_per_byte
 
@@ -231,6 +232,18 @@ class LMTrainer(Trainer):
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         return decay_parameter_names(model)
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """AdamW as the base class builds it, or with ``--optimizer muon`` Muon for the blocks' matrices and AdamW
+        for the rest (:class:`mygpt.optim.MuonWithAdamW`)."""
+        if self.optimizer is None and getattr(self.args, "optimizer", "adamw") == "muon":
+            args = self.args
+            model = self.model if model is None else model
+            self.optimizer = MuonWithAdamW(model, lr=args.learning_rate, weight_decay=args.weight_decay,
+                                           decay_names=self.get_decay_parameter_names(model),
+                                           betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+            return self.optimizer
+        return super().create_optimizer(model)
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None):

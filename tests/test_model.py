@@ -120,6 +120,23 @@ def test_to_gpt2_round_trips_weights_and_logits() -> None:
         torch.testing.assert_close(gpt2(ids).logits, model(ids).logits, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("activation", ["gelu_new", "gelu", "relu", "relu2"])
+def test_every_activation_matches_gpt2_with_the_same_activation(activation: str) -> None:
+    # GPT-2's MLP takes its non-linearity from transformers' ACT2FN; ours is written out: same function, same logits.
+    model = tiny_model(activation_function=activation)
+    gpt2 = model.to_gpt2()
+    assert gpt2.config.activation_function == activation
+    ids = random_ids(2, 30)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, gpt2(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_relu2_is_the_square_of_relu() -> None:
+    mlp = tiny_model(activation_function="relu2").transformer.h[0].mlp
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 3.0])
+    torch.testing.assert_close(mlp.act(x), torch.tensor([0.0, 0.0, 0.0, 0.25, 9.0]))
+
+
 @pytest.mark.parametrize(
     "overrides", [{"position_embedding": "rope"}, {"norm": "rmsnorm"}, {"n_kv_head": 2}, {"bias": False}]
 )

@@ -467,15 +467,16 @@ def straight_run(corpus_dir, tmp_path_factory) -> dict:
     return run_training(run_args(corpus_dir, out, *RESUMABLE))["results"]
 
 
-def _kill_and_resume(corpus_dir: Path, folder: Path, event: str, step: int, last_checkpoint: str) -> dict:
+def _kill_and_resume(corpus_dir: Path, folder: Path, event: str, step: int, last_checkpoint: str,
+                     extra: tuple[str, ...] = ()) -> dict:
     killer = folder.parent / "killer.py"
     killer.write_text(KILLER.format(root=str(ROOT), event=event, step=step))
-    killed = _train(run_args(corpus_dir, folder, *RESUMABLE), killer)
+    killed = _train(run_args(corpus_dir, folder, *RESUMABLE, *extra), killer)
     assert killed.returncode == -signal.SIGKILL
     # a killed run never looks finished
     assert not (folder / "run_summary.json").exists() and (folder / run_artifacts.MARKER).exists()
     assert run_artifacts.last_complete_checkpoint(folder).name == last_checkpoint
-    resumed = _train(run_args(corpus_dir, folder, *RESUMABLE, "--resume_from_checkpoint"))
+    resumed = _train(run_args(corpus_dir, folder, *RESUMABLE, *extra, "--resume_from_checkpoint"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return json.loads((folder / "run_summary.json").read_text())["results"]
 
@@ -491,6 +492,17 @@ def test_killed_run_resumes_to_the_same_final_validation_loss(corpus_dir, tmp_pa
     with (killed_dir / "training_log.csv").open() as handle:
         steps = [int(r["step"]) for r in csv.DictReader(handle) if r["loss"]]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # the killed steps 11-13 are not logged twice
+
+
+@pytest.mark.slow
+def test_killed_muon_run_resumes_to_the_same_final_validation_loss(corpus_dir, tmp_path):
+    # Muon's momentum buffers and AdamW's moments both travel in the checkpoint's optimizer state.
+    muon = ("--optimizer", "muon")
+    straight = run_training(run_args(corpus_dir, tmp_path / "straight", *RESUMABLE, *muon))
+    assert straight["training"]["optimizer"] == "muon"
+    resumed = _kill_and_resume(corpus_dir, tmp_path / "killed", "on_step_end", 13, "checkpoint-10", muon)
+    assert resumed["validation"]["loss"] == pytest.approx(straight["results"]["validation"]["loss"], rel=1e-6)
+    assert resumed["test"]["loss"] == pytest.approx(straight["results"]["test"]["loss"], rel=1e-6)
 
 
 @pytest.mark.slow
