@@ -39,8 +39,8 @@ from mygpt.files import FolderBusyError, FolderLock
 from mygpt.plan import RunPlan
 from mygpt.prompts import pick_prompts
 from mygpt.tokenization import build_tokenizer, iter_texts
-from mygpt.training import (CsvLogCallback, LMTrainer, ThroughputMeter, cpu_name, peak_flops_per_device,
-                            training_flops_per_token, untied_missing_keys, write_log_csv)
+from mygpt.training import (CsvLogCallback, LMTrainer, ThroughputMeter, cpu_has_native_bf16, cpu_name,
+                            peak_flops_per_device, training_flops_per_token, untied_missing_keys, write_log_csv)
 
 logger = logging.getLogger(__name__)
 
@@ -377,6 +377,9 @@ def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, 
             "final_train_loss": next((e["loss"] for e in reversed(state.log_history) if "loss" in e), None),
             **results,
             "train_runtime_seconds": train_output.metrics.get("train_runtime") if train_output else None,
+            # every evaluation of this run, during training and at the end (validation and test)
+            "evaluation_seconds": round(sum(value for entry in state.log_history for key, value in entry.items()
+                                            if key in ("eval_runtime", "test_runtime")), 1),
             "tokens_per_second": throughput.get("tokens_per_second"),
             "mfu": throughput.get("mfu"),
             "mfu_peak": trainer.meter.peak_how,
@@ -388,6 +391,7 @@ def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, 
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() and not args.use_cpu else
             cpu_name(),
             "cpu_threads": torch.get_num_threads(),
+            "cpu_native_bf16": cpu_has_native_bf16(),
             "processes": args.world_size,
             "torch": torch.__version__,
             "transformers": transformers.__version__,

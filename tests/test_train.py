@@ -91,6 +91,10 @@ def test_finished_run_folder_holds_every_artifact(finished_run):
     assert json.loads((out / "run_summary.json").read_text())["results"] == json.loads(json.dumps(summary["results"]))
     assert summary["data"]["split"]["by"] == "document" and summary["data"]["splits"]["test"]["documents"] == 2
     assert summary["results"]["tokens_seen"] == 12 * 4 * 32
+    # the time of every evaluation (--eval_on_start, two during training, the final test), within the wall time
+    assert 0 < summary["results"]["evaluation_seconds"] < summary["wall_time_seconds"]
+    assert isinstance(summary["hardware"]["cpu_native_bf16"], bool)
+    assert summary["training"]["optimizer"] == "adamw"
 
 
 def test_model_card_has_hub_metadata_and_the_run_figures(finished_run):
