@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,6 +231,12 @@ def resolve_precision(training_args: TrainingArguments, run_args: RunArguments) 
     return choose_precision(run_args.precision, training_args.use_cpu)
 
 
+def cpu_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend would use (``$CXX``, else g++, c++ or clang++), or None."""
+    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return next((path for path in map(shutil.which, candidates) if path), None)
+
+
 def trainer_arguments(parsed: LMTrainingArguments, precision: str, run_name: str) -> LMTrainingArguments:
     """The ``TrainingArguments`` the Trainer gets, made from the parsed ones (which are left as they are).
 
@@ -243,6 +251,12 @@ def trainer_arguments(parsed: LMTrainingArguments, precision: str, run_name: str
     }
     if not torch.cuda.is_available() or parsed.use_cpu:
         changes["dataloader_pin_memory"] = False  # pinning is for copies to a GPU
+        if parsed.torch_compile and cpu_compiler() is None:
+            # inductor writes C++ for CPUs and needs a compiler to build it; without one the first step would die
+            # deep inside torch._dynamo. Train eagerly instead, and say why once.
+            logger.warning("--torch_compile: no C++ compiler found (set CXX or install g++), training without "
+                           "torch.compile")
+            changes.update(torch_compile=False, torch_compile_backend=None, torch_compile_mode=None)
     if "use_cache" in {f.name for f in dataclasses.fields(parsed)}:
         changes["use_cache"] = True
     return dataclasses.replace(parsed, **changes)

@@ -197,6 +197,21 @@ def test_trainer_arguments_are_made_once_and_the_parsed_ones_left_alone():
     assert made.mixed_precision == "bf16" and parsed.mixed_precision == "no"
 
 
+def test_torch_compile_without_a_compiler_falls_back_to_eager_with_one_warning(monkeypatch, caplog):
+    parsed = parse_arguments(["--preset", "notebook-quick", "--torch_compile", "true"]).training
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(plan.shutil, "which", lambda name: None)  # a machine without g++, c++ or clang++
+    with caplog.at_level("WARNING", logger="mygpt.plan"):
+        made = plan.trainer_arguments(parsed, "fp32", "run")
+    assert made.torch_compile is False and parsed.torch_compile is True
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "no C++ compiler" in warnings[0]
+    # with a compiler (or $CXX) the flag is left as asked, and nothing is said
+    monkeypatch.setattr(plan.shutil, "which", lambda name: f"/usr/bin/{name}" if name == "g++" else None)
+    caplog.clear()
+    assert plan.trainer_arguments(parsed, "fp32", "run").torch_compile is True and not caplog.records
+
+
 def test_the_default_preset_is_found_by_an_installed_command():
     """Presets are package data: the installed console script finds them without a checkout."""
     assert arguments.PRESETS_DIR.is_relative_to(Path(arguments.__file__).parent)
