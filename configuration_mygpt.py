@@ -183,14 +183,18 @@ class MyGPTConfig(PreTrainedConfig):
             problems.append("tie_word_embeddings=False (GPT-2 ties the LM head to the token embedding)")
         return problems
 
-    def to_gpt2_config(self) -> Any:
+    def to_gpt2_config(self, strict: bool = True) -> Any:
         """The ``transformers.GPT2Config`` describing the same network: every field the two classes share.
 
+        Args:
+            strict: with ``False``, settings GPT-2 does not have are left out, so the result is GPT-2's nearest
+                network (same sizes, GPT-2's own positions and norms): the "twin" a preset that leaves GPT-2's
+                architecture is compared with. ``gpt2_incompatibilities()`` lists what differs.
         Raises:
-            ValueError: if this configuration uses a setting GPT-2 does not have.
+            ValueError: if ``strict`` and this configuration uses a setting GPT-2 does not have.
         """
         problems = self.gpt2_incompatibilities()
-        if problems:
+        if problems and strict:
             raise ValueError("this MyGPT configuration has no GPT-2 equivalent: " + "; ".join(problems))
         from transformers import GPT2Config
 

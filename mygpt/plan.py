@@ -265,15 +265,23 @@ def trainer_arguments(parsed: LMTrainingArguments, precision: str, run_name: str
 def build_config(model_args: Any, context: int, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
     """The network's configuration, built once: the preset's model fields, the context, the tokenizer's ids.
 
-    Raises ``ValueError`` naming the field for impossible values (``MyGPTConfig`` checks them), or for a setting
-    GPT-2 does not have with ``--architecture gpt2``.
+    Raises ``ValueError`` naming the field for impossible values (``MyGPTConfig`` checks them). With
+    ``--architecture gpt2`` the network is GPT-2's nearest to the preset's: settings GPT-2 does not have (RoPE,
+    RMSNorm, ...) give way to GPT-2's own, and the log says which; everything else (sizes, optimiser, schedule,
+    data, seed) stays the preset's.
     """
     config = MyGPTConfig(
         **{**model_args.config_kwargs(), "n_positions": context},
         vocab_size=len(tokenizer), use_cache=True, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
-    return config.to_gpt2_config() if model_args.architecture == "gpt2" else config
+    if model_args.architecture != "gpt2":
+        return config
+    differences = config.gpt2_incompatibilities()
+    if differences:
+        logger.warning("--architecture gpt2: the GPT-2 twin keeps GPT-2's own architecture where the preset's "
+                       "MyGPT leaves it: %s", "; ".join(differences))
+    return config.to_gpt2_config(strict=False)
 
 
 def generation_defaults(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:

@@ -80,6 +80,31 @@ def test_gpt2_conversion_carries_every_field_gpt2_shares():
     assert all(getattr(back, name) == getattr(config, name) for name in shared)
 
 
+def test_the_gpt2_twin_of_a_preset_beyond_gpt2_keeps_gpt2s_architecture_and_says_what_differs(caplog):
+    from transformers import GPT2Config
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<eos>": 0, "a": 1, "<pad>": 2},
+                                                                                   unk_token="a")),
+                                        eos_token="<eos>", bos_token="<eos>", pad_token="<pad>")
+    mine = ["--position_embedding", "rope", "--norm", "rmsnorm", "--activation_function", "relu2", "--optimizer",
+            "muon"]
+    parsed = parse_arguments(mine)
+    mygpt = plan.build_config(parsed.model, 256, tokenizer)
+    twin_args = parse_arguments([*mine, "--architecture", "gpt2"])
+    with caplog.at_level("WARNING", logger="mygpt.plan"):
+        twin = plan.build_config(twin_args.model, 256, tokenizer)
+    assert isinstance(twin, GPT2Config) and twin.activation_function == "relu2"  # GPT-2 has relu2: kept
+    assert (twin.n_layer, twin.n_embd, twin.n_head, twin.n_positions) == (
+        mygpt.n_layer, mygpt.n_embd, mygpt.n_head, mygpt.n_positions)
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "position_embedding='rope'" in message and "norm='rmsnorm'" in message
+    assert twin_args.training.optimizer == "muon"  # the optimiser, schedule and data stay the preset's
+    with pytest.raises(ValueError, match="no GPT-2 equivalent"):
+        mygpt.to_gpt2_config()  # the model's own conversion stays strict
+
+
 def test_dropout_sets_the_three_probabilities_and_each_can_be_set_alone(tmp_path):
     kwargs = parse_arguments(["--dropout", "0.2"]).model.config_kwargs()
     assert (kwargs["embd_pdrop"], kwargs["attn_pdrop"], kwargs["resid_pdrop"]) == (0.2, 0.2, 0.2)
