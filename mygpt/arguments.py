@@ -24,6 +24,7 @@ from transformers import TrainingArguments
 from configuration_mygpt import MyGPTConfig
 from mygpt.cli import parse
 from mygpt.data import DataArguments
+from mygpt.optim import OPTIMIZERS
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "cpu-quick"
@@ -180,7 +181,11 @@ class LMTrainingArguments(TrainingArguments):
         "help": "End with the checkpoint of lowest validation loss."})
     metric_for_best_model: str | None = field(default="eval_loss", metadata={"help": "The metric for the best model."})
     greater_is_better: bool | None = field(default=False, metadata={"help": "Lower loss is better."})
-    learning_rate: float = field(default=6e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    optimizer: str = field(default="adamw", metadata={
+        "help": "adamw | muon. muon: torch.optim.Muon for the blocks' attention and MLP weight matrices (its update "
+                "scaled to AdamW's RMS, so it shares --learning_rate and --weight_decay), AdamW for the embeddings, "
+                "the LM head, norms and biases (see mygpt/optim.py). --optim picks the AdamW implementation."})
+    learning_rate: float = field(default=6e-4, metadata={"help": "Peak learning rate (AdamW, and Muon's)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule after warmup."})
     warmup_steps: float = field(default=100, metadata={"help": "Linear warmup steps (or a fraction < 1 of all steps)."})
     weight_decay: float = field(default=0.1, metadata={
@@ -195,6 +200,11 @@ class LMTrainingArguments(TrainingArguments):
         "help": "DataLoader processes; the blocks are already tensors in memory, so 0 is fastest."})
     project: str = field(default="mygpt", metadata={
         "help": "The experiment-tracking project (trackio) that --report_to trackio logs the run under."})
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        super().__post_init__()
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LMTrainingArguments, RunArguments)
