@@ -144,6 +144,10 @@ class RunArguments:
     precision: str = field(default="auto", metadata={
         "help": "auto | fp32 | bf16 | fp16. auto: bf16 on GPUs that have it, fp16 on older GPUs, bf16 on CPUs with "
                 "native bf16 instructions (AVX512-BF16/AMX), else fp32. --bf16/--fp16 also work."})
+    eval_sample_blocks: int = field(default=0, metadata={
+        "help": "Evaluate during training on a fixed random sample of this many validation blocks (0: the whole "
+                "split), so evaluation costs little; its bits per byte scale the sample's loss by the whole split's "
+                "bytes per token. The final validation and test scores are always on the whole splits."})
     early_stopping_patience: int = field(default=0, metadata={
         "help": "Stop after this many evaluations without a better validation loss (0: never stop early)."})
     early_stopping_threshold: float = field(default=0.0, metadata={

@@ -122,6 +122,7 @@ def check_arguments(model_args: Any, data_args: DataArguments, training_args: Tr
     if args.save_total_limit is not None:
         _positive("save_total_limit", args.save_total_limit, integer=True)
     _positive("dataloader_num_workers", args.dataloader_num_workers, allow_zero=True, integer=True)
+    _positive("eval_sample_blocks", run_args.eval_sample_blocks, allow_zero=True, integer=True)
     _positive("early_stopping_patience", run_args.early_stopping_patience, allow_zero=True, integer=True)
     _positive("early_stopping_threshold", run_args.early_stopping_threshold, allow_zero=True)
     if run_args.early_stopping_patience and str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "no":
