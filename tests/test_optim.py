@@ -136,6 +136,7 @@ def test_a_muon_run_resumed_from_its_checkpoint_ends_identically(corpus_dir, tmp
              "--keep_checkpoints", "--load_best_model_at_end", "false"]
     straight = run_training(run_args(corpus_dir, tmp_path / "straight", *steps))
     assert straight["training"]["optimizer"] == "muon"
+    assert "| optimizer | Muon (torch.optim.Muon" in (tmp_path / "straight" / "README.md").read_text()
     resumed = run_training(run_args(corpus_dir, tmp_path / "resumed", *steps, "--resume_from_checkpoint",
                                     str(tmp_path / "straight" / "checkpoint-3")))
     assert resumed["results"]["steps"] == 6
