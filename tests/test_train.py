@@ -283,8 +283,7 @@ def test_early_stopping_ends_a_run_that_stops_improving(corpus_dir, tmp_path):
                                      "--early_stopping_threshold", "100"))
     assert summary["results"]["stopped_early"] and summary["results"]["steps"] == 4
     with (tmp_path / "out" / "training_log.csv").open() as handle:
-        evals = [(int(r["step"]), float(r["eval_loss"])) for r in csv.DictReader(handle) if r["eval_loss"]]
-    print(evals, summary["results"])
+        evals = {int(r["step"]): float(r["eval_loss"]) for r in csv.DictReader(handle) if r["eval_loss"]}
     assert sorted(evals) == [2, 4] and summary["results"]["best_step"] == min(evals, key=evals.get)
 
 
