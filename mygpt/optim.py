@@ -58,8 +58,8 @@ class Muon(torch.optim.Muon):
     """``torch.optim.Muon`` with the Newton-Schulz iteration in fp32 where bf16 would be emulated.
 
     torch runs the iteration in bf16, which is fast on GPUs and on CPUs with AVX512-BF16/AMX; on other CPUs bf16
-    matmuls are emulated, measured here (oneDNN limited to AVX2 on a 2-core Xeon) ~6x slower than fp32, which would
-    cost more than the training step itself. ``ns_dtype=None`` picks: bf16 unless the parameters live on a CPU
+    matmuls are emulated: with oneDNN limited to AVX2 on a 2-core Xeon the bf16 iteration was measured 6x to 30x
+    slower than fp32 (bench/bench_optim.py), seconds per step, more than the training step itself. ``ns_dtype=None`` picks: bf16 unless the parameters live on a CPU
     without native bf16. The update is otherwise torch's (momentum, Nesterov, decoupled decay, learning-rate
     adjustment).
     """
@@ -104,8 +104,8 @@ def _lr_ratio(adjust_lr_fn: str | None, shape: torch.Size) -> float:
 class CombinedOptimizer(torch.optim.Optimizer):
     """Several optimizers over disjoint parameters, stepping as one.
 
-    ``param_groups`` is every child's groups (the same dicts), so a learning-rate scheduler, gradient clipping
-    and ``zero_grad`` reach all of them; ``state_dict`` / ``load_state_dict`` save and restore each child by name.
+    ``param_groups`` is every child's groups (the same dicts), so a learning-rate scheduler and ``zero_grad``
+    reach all of them; ``state_dict`` / ``load_state_dict`` save and restore each child by name.
     """
 
     def __init__(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
