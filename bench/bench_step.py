@@ -65,13 +65,14 @@ def worker(spec: dict) -> dict:
 
     torch.manual_seed(0)
     model = MyGPTForCausalLM(MyGPTConfig(**spec["config"])).train()
+    # What the Trainer builds (transformers 5.24's default --optim adamw_torch_fused, the presets' betas).
+    adamw_kwargs = {"lr": spec["lr"], "betas": (0.9, 0.99), "eps": 1e-8, "fused": True}
     if spec["optimizer"] == "muon":
-        from mygpt.optim import MuonWithAdamW
-        from mygpt.training import decay_parameter_names
+        from mygpt.optim import build_muon_adamw
 
-        optimizer = MuonWithAdamW(model, lr=spec["lr"], weight_decay=0.1, decay_names=decay_parameter_names(model))
+        optimizer = build_muon_adamw(model, 0.1, torch.optim.AdamW, adamw_kwargs)
     else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(0.9, 0.99), weight_decay=0.1)
+        optimizer = torch.optim.AdamW(model.parameters(), weight_decay=0.1, **adamw_kwargs)
     ids = torch.randint(0, model.config.vocab_size, (BATCH, CONTEXT), generator=torch.Generator().manual_seed(1))
     bf16 = spec["precision"] == "bf16"
 

@@ -29,7 +29,6 @@ from generation_mygpt import DEFAULT_GENERATION
 from mygpt import run_artifacts
 from mygpt.arguments import LMTrainingArguments, RunArguments
 from mygpt.data import DataArguments
-from mygpt.optim import OPTIMIZERS
 from mygpt.training import choose_precision
 
 logger = logging.getLogger(__name__)
@@ -97,8 +96,6 @@ def check_arguments(model_args: Any, data_args: DataArguments, training_args: Tr
     """Refuses values that would fail later (in the optimiser, the scheduler, the loaders) or silently do nothing."""
     args = training_args
     _positive("learning_rate", args.learning_rate)
-    if args.optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {args.optimizer!r}")
     if args.max_steps == 0 or args.max_steps < -1:
         raise ValueError(f"--max_steps must be a positive number of optimizer steps (or -1 to train for "
                          f"--num_train_epochs), got {args.max_steps}")
@@ -127,6 +124,7 @@ def check_arguments(model_args: Any, data_args: DataArguments, training_args: Tr
     if args.save_total_limit is not None:
         _positive("save_total_limit", args.save_total_limit, integer=True)
     _positive("dataloader_num_workers", args.dataloader_num_workers, allow_zero=True, integer=True)
+    _positive("eval_sample_blocks", run_args.eval_sample_blocks, allow_zero=True, integer=True)
     _positive("early_stopping_patience", run_args.early_stopping_patience, allow_zero=True, integer=True)
     _positive("early_stopping_threshold", run_args.early_stopping_threshold, allow_zero=True)
     if run_args.early_stopping_patience and str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "no":

@@ -231,6 +231,31 @@ def test_evaluation_loss_is_the_mean_over_scored_tokens_not_over_batches(tmp_pat
     assert trainer.evaluate()["eval_loss"] == pytest.approx(exact, rel=1e-6)
 
 
+def test_evaluation_uses_a_sample_during_training_and_the_whole_split_at_the_end(corpus_dir, tmp_path):
+    from modeling_mygpt import MyGPTForCausalLM
+    from mygpt.scoring import row_nats
+
+    argv = run_args(corpus_dir, tmp_path / "run", "--eval_sample_blocks", "3", "--precision", "fp32")
+    summary = run_training(argv)
+    run = prepare(run_args(corpus_dir, tmp_path / "again", "--precision", "fp32"))
+    validation = run.packed["validation"][:]  # {"input_ids": (N, T), "labels": (N, T)}
+    assert len(validation["input_ids"]) > 3
+    model = MyGPTForCausalLM.from_pretrained(tmp_path / "run").eval()  # the kept (best) model
+    with torch.no_grad():
+        sums = row_nats(model(input_ids=validation["input_ids"]).logits, validation["labels"]).sum(0)  # (2,)
+    final = summary["results"]["validation"]
+    assert final["loss"] == pytest.approx((sums[0] / sums[1]).item(), rel=1e-4)  # the whole split, not the sample
+    with (tmp_path / "run" / "training_log.csv").open() as handle:
+        evals = [(int(r["step"]), float(r["eval_loss"])) for r in csv.DictReader(handle) if r["eval_loss"]]
+    # What training saw (and chose the best checkpoint by) was the sample's loss; the whole split's follows it.
+    best_step, best = summary["results"]["best_step"], summary["results"]["best_validation_loss"]
+    assert [loss for step, loss in evals if step == best_step][0] == pytest.approx(best, rel=1e-5)
+    assert best != pytest.approx(final["loss"], rel=1e-4)
+    assert evals[-1] == (summary["results"]["steps"], pytest.approx(final["loss"], rel=1e-5))
+    assert summary["training"]["eval_sample_blocks"] == 3
+    assert 0 < summary["results"]["evaluation_seconds"] < summary["results"]["train_runtime_seconds"]
+
+
 def test_weight_decay_reaches_weight_matrices_only():
     from modeling_mygpt import MyGPTForCausalLM
     from configuration_mygpt import MyGPTConfig

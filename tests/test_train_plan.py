@@ -148,6 +148,8 @@ BAD_VALUES = [
     (["--early_stopping_patience", "2", "--eval_strategy", "no", "--load_best_model_at_end", "false"],
      "--early_stopping_patience needs evaluations"),
     (["--num_sample_prompts", "-1"], "--num_sample_prompts must be a whole number >= 0"),
+    (["--eval_sample_blocks", "-1"], "--eval_sample_blocks must be a whole number >= 0"),
+    (["--optimizer", "sgd"], "--optimizer must be one of adamw, muon, got 'sgd'"),
     (["--sample_max_new_tokens", "0"], "--sample_max_new_tokens must be a whole number > 0"),
     (["--dropout", "1.5"], r"--dropout must be a probability in \[0, 1\)"),
     (["--peak_tflops", "-3"], "--peak_tflops must be a number > 0"),
