@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
-ACTIVATIONS = ("gelu_new", "gelu", "relu")
+ACTIVATIONS = ("gelu_new", "gelu", "relu", "relu2")
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rope", "alibi")
 NORMS = ("layernorm", "rmsnorm")
 NORM_POSITIONS = ("pre", "post")
@@ -32,7 +32,8 @@ class MyGPTConfig(PreTrainedConfig):
         n_kv_head: number of key/value heads (grouped-query attention, Ainslie et al. 2023). ``None`` means
             ``n_head`` (classic multi-head attention); 1 is multi-query attention.
         n_inner: hidden width of the MLP; ``None`` means 4 * n_embd as in GPT-2.
-        activation_function: ``gelu_new`` (GPT-2's tanh approximation), ``gelu`` (exact) or ``relu``.
+        activation_function: ``gelu_new`` (GPT-2's tanh approximation), ``gelu`` (exact), ``relu`` or ``relu2``
+            (squared ReLU, So et al. 2021 "Primer"; GPT-2's code runs it too, through transformers' ``ACT2FN``).
         position_embedding: ``learned`` (GPT-2), ``sinusoidal`` (Vaswani et al. 2017), ``rope`` (rotary,
             Su et al. 2021) or ``alibi`` (linear biases, Press et al. 2022).
         norm: ``layernorm`` (GPT-2) or ``rmsnorm`` (Zhang & Sennrich 2019, as in LLaMA).
