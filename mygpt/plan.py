@@ -24,7 +24,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase, TrainingArgu
 
 from configuration_mygpt import MyGPTConfig
 from generation_mygpt import DEFAULT_GENERATION
-from mygpt import run_artifacts
+from mygpt import run_artifacts, speed
 from mygpt.arguments import LMTrainingArguments, RunArguments
 from mygpt.data import DataArguments
 from mygpt.training import choose_precision
@@ -230,7 +230,8 @@ def trainer_arguments(parsed: LMTrainingArguments, precision: str, run_name: str
     """The ``TrainingArguments`` the Trainer gets, made from the parsed ones (which are left as they are).
 
     The Trainer itself never pushes (the finished folder is published once, after the run, see ``hub_target``)
-    and never sees a token. The model's configuration keeps ``use_cache`` on: transformers copies
+    and never sees a token. ``--torch_compile`` on a CPU without a C++ compiler trains eagerly, with one warning
+    (``mygpt.speed.compile_fallback``). The model's configuration keeps ``use_cache`` on: transformers copies
     ``args.use_cache`` into it, and training turns the cache off per forward call instead.
     """
     changes: dict[str, Any] = {
@@ -238,8 +239,10 @@ def trainer_arguments(parsed: LMTrainingArguments, precision: str, run_name: str
         "push_to_hub": False, "hub_token": None,
         "run_name": parsed.run_name or run_name,
     }
-    if not torch.cuda.is_available() or parsed.use_cpu:
+    on_cpu = not torch.cuda.is_available() or parsed.use_cpu
+    if on_cpu:
         changes["dataloader_pin_memory"] = False  # pinning is for copies to a GPU
+    changes.update(speed.compile_fallback(parsed.torch_compile, parsed.torch_compile_backend, on_cpu))
     if "use_cache" in {f.name for f in dataclasses.fields(parsed)}:
         changes["use_cache"] = True
     return dataclasses.replace(parsed, **changes)
