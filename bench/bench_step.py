@@ -83,12 +83,13 @@ def worker(shape: dict[str, int], precision: str, steps: int, warmup: int) -> No
     _, step = build_step(shape, precision)
     for _ in range(warmup):
         step()
-    seconds, losses = [], []
+    seconds, cpu_seconds, losses = [], [], []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         losses.append(step())
         seconds.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": seconds, "first_loss": losses[0]}))
+        cpu_seconds.append(time.process_time() - cpu_start)
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "first_loss": losses[0]}))
 
 
 def run_side(tree: Path, shape: dict, precision: str, steps: int, warmup: int) -> dict:
@@ -154,15 +155,19 @@ def main() -> None:
         old_tree = args.old_tree.resolve() if args.old_tree else old_tree_from_git(Path(temp))
         print(f"old: {old_tree}; new: {ROOT}")
         rates: dict[tuple[str, str], list[float]] = {}
+        cpu_rates: dict[tuple[str, str], list[float]] = {}  # less sensitive to other processes than wall time
         for repeat in range(args.repeats):
             sides = [("old", old_tree), ("new", ROOT)]
             for side, tree in sides if repeat % 2 == 0 else sides[::-1]:
                 for precision in args.precisions:
                     result = run_side(tree, shape, precision, args.steps, args.warmup)
                     rate = tokens / statistics.median(result["seconds"])
+                    cpu_rate = tokens / statistics.median(result["cpu_seconds"])
                     rates.setdefault((side, precision), []).append(rate)
-                    print(f"run {repeat} {side} {precision}: {rate:7.0f} tok/s (median step), "
-                          f"first loss {result['first_loss']:.4f}", flush=True)
+                    cpu_rates.setdefault((side, precision), []).append(cpu_rate)
+                    print(f"run {repeat} {side} {precision}: {rate:7.0f} tok/s (median step), {cpu_rate:7.0f} "
+                          f"tok per CPU-second, first loss {result['first_loss']:.4f}, "
+                          f"load {os.getloadavg()[0]:.1f}", flush=True)
 
     print()
     for precision in args.precisions:
@@ -172,6 +177,9 @@ def main() -> None:
         print(f"{precision}: old {old:7.0f} tok/s {label}, new {new:7.0f} tok/s, new/old {new / old:.2f}; "
               f"matmul peak {peak / 1e9:.0f} GFLOP/s (2048^3 {precision}); MFU old {old * flops_per_token / peak:.3f}, "
               f"new {new * flops_per_token / peak:.3f}")
+        old_cpu, new_cpu = (statistics.median(cpu_rates[(side, precision)]) for side in ("old", "new"))
+        print(f"{precision}: per CPU-second (all threads' time): old {old_cpu:7.0f}, new {new_cpu:7.0f}, "
+              f"new/old {new_cpu / old_cpu:.2f}")
     if "fp32" in args.precisions and "bf16" in args.precisions:
         old_fp32 = statistics.median(rates[("old", "fp32")])
         new_bf16 = statistics.median(rates[("new", "bf16")])
