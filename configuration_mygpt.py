@@ -33,7 +33,7 @@ class MyGPTConfig(PreTrainedConfig):
             ``n_head`` (classic multi-head attention); 1 is multi-query attention.
         n_inner: hidden width of the MLP; ``None`` means 4 * n_embd as in GPT-2.
         activation_function: ``gelu_new`` (GPT-2's tanh approximation), ``gelu`` (exact), ``relu`` or ``relu2``
-            (squared ReLU, So et al. 2021).
+            (squared ReLU, So et al. 2021 "Primer"; GPT-2's code runs it too, through transformers' ``ACT2FN``).
         position_embedding: ``learned`` (GPT-2), ``sinusoidal`` (Vaswani et al. 2017), ``rope`` (rotary,
             Su et al. 2021) or ``alibi`` (linear biases, Press et al. 2022).
         norm: ``layernorm`` (GPT-2) or ``rmsnorm`` (Zhang & Sennrich 2019, as in LLaMA).

@@ -14,9 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import shlex
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase, TrainingArgu
 
 from configuration_mygpt import MyGPTConfig
 from generation_mygpt import DEFAULT_GENERATION
-from mygpt import run_artifacts
+from mygpt import run_artifacts, speed
 from mygpt.arguments import LMTrainingArguments, RunArguments
 from mygpt.data import DataArguments
 from mygpt.training import choose_precision
@@ -229,17 +227,12 @@ def resolve_precision(training_args: TrainingArguments, run_args: RunArguments) 
     return choose_precision(run_args.precision, training_args.use_cpu)
 
 
-def cpu_compiler() -> str | None:
-    """The C++ compiler torch.compile's CPU backend would use (``$CXX``, else g++, c++ or clang++), or None."""
-    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
-    return next((path for path in map(shutil.which, candidates) if path), None)
-
-
 def trainer_arguments(parsed: LMTrainingArguments, precision: str, run_name: str) -> LMTrainingArguments:
     """The ``TrainingArguments`` the Trainer gets, made from the parsed ones (which are left as they are).
 
     The Trainer itself never pushes (the finished folder is published once, after the run, see ``hub_target``)
-    and never sees a token. The model's configuration keeps ``use_cache`` on: transformers copies
+    and never sees a token. ``--torch_compile`` on a CPU without a C++ compiler trains eagerly, with one warning
+    (``mygpt.speed.compile_fallback``). The model's configuration keeps ``use_cache`` on: transformers copies
     ``args.use_cache`` into it, and training turns the cache off per forward call instead.
     """
     changes: dict[str, Any] = {
@@ -247,14 +240,10 @@ def trainer_arguments(parsed: LMTrainingArguments, precision: str, run_name: str
         "push_to_hub": False, "hub_token": None,
         "run_name": parsed.run_name or run_name,
     }
-    if not torch.cuda.is_available() or parsed.use_cpu:
+    on_cpu = not torch.cuda.is_available() or parsed.use_cpu
+    if on_cpu:
         changes["dataloader_pin_memory"] = False  # pinning is for copies to a GPU
-        if parsed.torch_compile and cpu_compiler() is None:
-            # inductor writes C++ for CPUs and needs a compiler to build it; without one the first step would die
-            # deep inside torch._dynamo. Train eagerly instead, and say why once.
-            logger.warning("--torch_compile: no C++ compiler found (set CXX or install g++), training without "
-                           "torch.compile")
-            changes.update(torch_compile=False, torch_compile_backend=None, torch_compile_mode=None)
+    changes.update(speed.compile_fallback(parsed.torch_compile, parsed.torch_compile_backend, on_cpu))
     if "use_cache" in {f.name for f in dataclasses.fields(parsed)}:
         changes["use_cache"] = True
     return dataclasses.replace(parsed, **changes)

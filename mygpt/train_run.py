@@ -31,7 +31,7 @@ from transformers.trainer_utils import load_sharded_checkpoint
 
 from modeling_mygpt import MyGPTForCausalLM
 from mygpt import plan as planning
-from mygpt import run_artifacts
+from mygpt import run_artifacts, speed
 from mygpt.arguments import Arguments, parse_arguments
 from mygpt.corpus import cache_dir
 from mygpt.data import data_arguments_record, load_text_splits, sample_blocks, tokenize_and_pack
@@ -176,6 +176,7 @@ def build_trainer(run: PreparedRun) -> LMTrainer:
     """The model and the ``LMTrainer`` of a prepared run, with its callbacks (also used by bench/bench_train.py)."""
     plan = run.plan
     args = plan.training_args
+    speed.tune_process()  # before the model's tensors are allocated
     set_seed(args.seed)  # the initial weights depend on it
     model = build_model(plan)
     peak, peak_how = (plan.run_args.peak_tflops * 1e12, "--peak_tflops") if plan.run_args.peak_tflops else \

@@ -224,19 +224,40 @@ def test_trainer_arguments_are_made_once_and_the_parsed_ones_left_alone():
     assert made.mixed_precision == "bf16" and parsed.mixed_precision == "no"
 
 
-def test_torch_compile_without_a_compiler_falls_back_to_eager_with_one_warning(monkeypatch, caplog):
-    parsed = parse_arguments(["--preset", "notebook-quick", "--torch_compile", "true"]).training
-    monkeypatch.delenv("CXX", raising=False)
-    monkeypatch.setattr(plan.shutil, "which", lambda name: None)  # a machine without g++, c++ or clang++
-    with caplog.at_level("WARNING", logger="mygpt.plan"):
+def test_torch_compile_without_a_cpp_compiler_trains_eagerly_with_one_warning(monkeypatch, caplog):
+    from mygpt import speed
+
+    parsed = parse_arguments(["--preset", "notebook-quick", "--torch_compile", "true", "--use_cpu", "true"]).training
+    assert parsed.torch_compile and parsed.torch_compile_backend == "inductor"
+    monkeypatch.setattr(speed, "cpp_compiler", lambda: None)
+    with caplog.at_level("WARNING", logger="mygpt.speed"):
         made = plan.trainer_arguments(parsed, "fp32", "run")
-    assert made.torch_compile is False and parsed.torch_compile is True
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "no C++ compiler" in warnings[0]
-    # with a compiler (or $CXX) the flag is left as asked, and nothing is said
-    monkeypatch.setattr(plan.shutil, "which", lambda name: f"/usr/bin/{name}" if name == "g++" else None)
-    caplog.clear()
-    assert plan.trainer_arguments(parsed, "fp32", "run").torch_compile is True and not caplog.records
+    assert (made.torch_compile, made.torch_compile_backend, made.torch_compile_mode) == (False, None, None)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mygpt.speed"]
+    assert len(warnings) == 1 and "no usable C++ compiler" in warnings[0]
+
+    monkeypatch.setattr(speed, "cpp_compiler", lambda: "g++")
+    assert plan.trainer_arguments(parsed, "fp32", "run").torch_compile  # a compiler: compile as asked
+
+
+def test_cpp_compiler_probe_finds_none_when_the_compiler_cannot_build(monkeypatch):
+    import subprocess as real_subprocess
+
+    from mygpt import speed
+
+    def failing_build(command, **kwargs):
+        return real_subprocess.CompletedProcess(command, 1, "", "fatal error: no such file")
+
+    def missing_program(command, **kwargs):
+        raise FileNotFoundError(command[0])
+
+    try:
+        for fake in (failing_build, missing_program):
+            monkeypatch.setattr(speed.subprocess, "run", fake)
+            speed.cpp_compiler.cache_clear()
+            assert speed.cpp_compiler() is None
+    finally:
+        speed.cpp_compiler.cache_clear()
 
 
 def test_the_default_preset_is_found_by_an_installed_command():
