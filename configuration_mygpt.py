@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
-ACTIVATIONS = ("gelu_new", "gelu", "relu")
+ACTIVATIONS = ("gelu_new", "gelu", "relu", "relu2")
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rope", "alibi")
 NORMS = ("layernorm", "rmsnorm")
 NORM_POSITIONS = ("pre", "post")
@@ -32,7 +32,8 @@ class MyGPTConfig(PreTrainedConfig):
         n_kv_head: number of key/value heads (grouped-query attention, Ainslie et al. 2023). ``None`` means
             ``n_head`` (classic multi-head attention); 1 is multi-query attention.
         n_inner: hidden width of the MLP; ``None`` means 4 * n_embd as in GPT-2.
-        activation_function: ``gelu_new`` (GPT-2's tanh approximation), ``gelu`` (exact) or ``relu``.
+        activation_function: ``gelu_new`` (GPT-2's tanh approximation), ``gelu`` (exact), ``relu`` or ``relu2``
+            (squared ReLU, So et al. 2021 "Primer"; GPT-2's code runs it too, through transformers' ``ACT2FN``).
         position_embedding: ``learned`` (GPT-2), ``sinusoidal`` (Vaswani et al. 2017), ``rope`` (rotary,
             Su et al. 2021) or ``alibi`` (linear biases, Press et al. 2022).
         norm: ``layernorm`` (GPT-2) or ``rmsnorm`` (Zhang & Sennrich 2019, as in LLaMA).
@@ -182,14 +183,18 @@ class MyGPTConfig(PreTrainedConfig):
             problems.append("tie_word_embeddings=False (GPT-2 ties the LM head to the token embedding)")
         return problems
 
-    def to_gpt2_config(self) -> Any:
+    def to_gpt2_config(self, strict: bool = True) -> Any:
         """The ``transformers.GPT2Config`` describing the same network: every field the two classes share.
 
+        Args:
+            strict: with ``False``, settings GPT-2 does not have are left out, so the result is GPT-2's nearest
+                network (same sizes, GPT-2's own positions and norms): the "twin" a preset that leaves GPT-2's
+                architecture is compared with. ``gpt2_incompatibilities()`` lists what differs.
         Raises:
-            ValueError: if this configuration uses a setting GPT-2 does not have.
+            ValueError: if ``strict`` and this configuration uses a setting GPT-2 does not have.
         """
         problems = self.gpt2_incompatibilities()
-        if problems:
+        if problems and strict:
             raise ValueError("this MyGPT configuration has no GPT-2 equivalent: " + "; ".join(problems))
         from transformers import GPT2Config
 

@@ -311,11 +311,15 @@ class MyGPTMLP(nn.Module):
 
     def act(self, x: torch.Tensor) -> torch.Tensor:
         """The non-linearity. ``gelu_new`` is GPT-2's tanh approximation of GELU (Hendrycks & Gimpel, 2016):
-        0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed by PyTorch's fused kernel."""
+        0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed by PyTorch's fused kernel. ``relu2`` is
+        relu(x)^2 (So et al., 2021), which small models train well with."""
         if self.activation_function == "gelu_new":
             return F.gelu(x, approximate="tanh")
         if self.activation_function == "gelu":
             return F.gelu(x)
+        if self.activation_function == "relu2":
+            # Squared ReLU (So et al., 2021, "Primer"): sparse like ReLU, smooth at 0 for the gradient's sake.
+            return F.relu(x).square()
         return F.relu(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -552,6 +556,110 @@ class MyGPTModel(MyGPTPreTrainedModel):
         )
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The training loss without the full logits ("fused linear cross entropy", as Liger-Kernel's and Apple's Cut Cross
+# Entropy). At the default preset's shape the logits of one step are 2,048 x 16,384 floats (128 MB in float32),
+# written and read several times by the plain path (matmul, upcast, log-softmax, its backward, the downcast);
+# chunk by chunk they stay small, and each chunk's gradients are taken while its logits are at hand.
+
+# Rows of logits one chunk holds: 1,024 x 16,384 float32 = 64 MB.
+LOSS_CHUNK_ROWS = 1024
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Summed cross entropy of ``hidden @ weight.T`` against ``targets``, computed over chunks of rows.
+
+    The gradient of cross entropy wrt the logits is ``softmax - onehot``, so the forward pass can compute the
+    gradients wrt ``hidden`` and ``weight`` chunk by chunk while it has each chunk's logits; backward only scales
+    them by the incoming gradient. Logits are computed in ``compute_dtype`` (what ``nn.Linear`` would use, e.g.
+    bf16 under autocast) and their softmax in float32, as transformers' loss upcasts them.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int,
+                compute_dtype: torch.dtype, chunk_rows: int) -> torch.Tensor:
+        """hidden (N, C), weight (V, C), targets (N,) -> summed loss over targets != ignore_index, float32 ()."""
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ctx.weight_dtype = weight.dtype
+        w = weight.to(compute_dtype)  # (V, C)
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None  # (N, C)
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_weight else None  # (V, C)
+        for start in range(0, hidden.shape[0], chunk_rows):
+            h = hidden[start : start + chunk_rows].to(compute_dtype)  # (n, C)
+            t = targets[start : start + chunk_rows]  # (n,)
+            keep = t != ignore_index  # (n,)
+            t = t.masked_fill(~keep, 0)  # any valid index; these rows are masked out below
+            logits = F.linear(h, w).float()  # (n, V)
+            lse = torch.logsumexp(logits, dim=-1)  # (n,)
+            total += ((lse - logits.gather(1, t[:, None]).squeeze(1)) * keep).sum()
+            if not (need_hidden or need_weight):
+                continue
+            # d loss / d logits = softmax - onehot(target), zero on ignored rows; in place over the logits.
+            grad_logits = logits.sub_(lse[:, None]).exp_()  # (n, V)
+            grad_logits.scatter_add_(1, t[:, None], -keep[:, None].to(grad_logits.dtype))
+            grad_logits = (grad_logits * keep[:, None]).to(compute_dtype)  # (n, V)
+            if need_hidden:
+                grad_hidden[start : start + chunk_rows] = grad_logits @ w  # (n, C)
+            if need_weight:
+                grad_weight += (grad_logits.T @ h).float()  # (V, C)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return (
+            grad_hidden * grad_output.to(grad_hidden.dtype) if grad_hidden is not None else None,
+            (grad_weight * grad_output).to(ctx.weight_dtype) if grad_weight is not None else None,
+            None, None, None, None,
+        )
+
+
+def chunked_linear_cross_entropy(
+    hidden_states: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    shift_labels: torch.Tensor | None = None,
+    chunk_rows: int | None = None,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """Next-token cross entropy of ``hidden_states @ weight.T``, equal to transformers' ``ForCausalLMLoss`` on
+    the full logits, without materialising them.
+
+    Args:
+        hidden_states: (B, T, C) the final hidden states.
+        weight: (V, C) the LM head's weight.
+        labels: (B, T) as the model's ``labels`` (shifted by one here, -100 ignored), unless ``shift_labels``
+            (B, T) gives the already shifted targets.
+        num_items_in_batch: when given (gradient accumulation), the loss is sum / num_items_in_batch; otherwise
+            the mean over the targets that are not ``ignore_index`` -- transformers' rule.
+        chunk_rows: rows of logits per chunk (default ``LOSS_CHUNK_ROWS``).
+    Returns:
+        the scalar loss, float32.
+    """
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]  # (B, T): token t predicts t + 1
+    hidden = hidden_states.reshape(-1, hidden_states.shape[-1])  # (B*T, C)
+    targets = shift_labels.reshape(-1).to(hidden.device)  # (B*T,)
+    if targets.shape[0] != hidden.shape[0]:
+        raise ValueError(f"labels hold {targets.shape[0]} targets for {hidden.shape[0]} positions: give labels of "
+                         f"the input's shape {tuple(hidden_states.shape[:-1])}")
+    chunk_rows = chunk_rows or LOSS_CHUNK_ROWS
+    device_type = hidden.device.type
+    # nn.Linear under autocast computes in the autocast dtype; without autocast in the hidden states' own dtype.
+    compute_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else hidden.dtype
+    with torch.autocast(device_type, enabled=False):
+        summed = ChunkedLinearCrossEntropy.apply(hidden, weight, targets, ignore_index, compute_dtype, chunk_rows)
+        if num_items_in_batch is None:
+            return summed / (targets != ignore_index).sum()
+        if torch.is_tensor(num_items_in_batch):
+            num_items_in_batch = num_items_in_batch.to(summed.device)
+        return summed / num_items_in_batch
+
+
 # Weights whose layout differs between GPT-2's Conv1D (in, out) and nn.Linear (out, in).
 _GPT2_CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -596,19 +704,31 @@ class MyGPTForCausalLM(MyGPTPreTrainedModel, GenerationMixin):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        skip_logits: bool | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Next-token logits, and the loss when ``labels`` are given.
 
         Args:
             labels: (B, T) the input ids themselves, as in every HF causal LM: the shift by one happens inside,
-                and positions labelled -100 do not count.
+                and positions labelled -100 do not count. ``num_items_in_batch`` (a keyword the Trainer passes
+                under gradient accumulation) makes the loss sum / num_items_in_batch instead of the mean.
             logits_to_keep: compute logits for the last ``logits_to_keep`` positions only (0 = all); generation
                 needs just the last one, which saves a (B, T, V) matmul per step.
+            skip_logits: compute the loss chunk by chunk (``chunked_linear_cross_entropy``, ``LOSS_CHUNK_ROWS``
+                rows at a time) without the full (B, T, V) logits, and return ``logits=None``. Default (None):
+                when training with labels -- the same loss and gradients, faster and in less memory. False
+                always returns logits; True needs labels. (The name transformers' Liger integration uses.)
             Other arguments: see ``MyGPTModel.forward``.
         Returns:
-            ``CausalLMOutputWithPast`` with loss (scalar), logits (B, T', V), cache, hidden_states, attentions.
+            ``CausalLMOutputWithPast`` with loss (scalar), logits (B, T', V) or None (see ``skip_logits``), cache,
+            hidden_states, attentions.
         """
+        if skip_logits is None:
+            skip_logits = self.training and labels is not None
+        if skip_logits and labels is None:
+            raise ValueError("skip_logits=True computes only the loss and needs labels; give labels, or leave "
+                             "skip_logits unset to get logits")
         outputs = self.transformer(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -625,11 +745,13 @@ class MyGPTForCausalLM(MyGPTPreTrainedModel, GenerationMixin):
             hidden_states = hidden_states[:, -logits_to_keep:]
         elif isinstance(logits_to_keep, torch.Tensor):
             hidden_states = hidden_states[:, logits_to_keep]
-        logits = self.lm_head(hidden_states)  # (B, T', V)
-
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        loss = logits = None
+        if skip_logits:
+            loss = chunked_linear_cross_entropy(hidden_states, self.lm_head.weight, labels, **kwargs)
+        else:
+            logits = self.lm_head(hidden_states)  # (B, T', V)
+            if labels is not None:
+                loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,

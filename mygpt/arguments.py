@@ -24,6 +24,7 @@ from transformers import TrainingArguments
 from configuration_mygpt import MyGPTConfig
 from mygpt.cli import parse
 from mygpt.data import DataArguments
+from mygpt.optim import OPTIMIZERS
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "cpu-quick"
@@ -143,6 +144,10 @@ class RunArguments:
     precision: str = field(default="auto", metadata={
         "help": "auto | fp32 | bf16 | fp16. auto: bf16 on GPUs that have it, fp16 on older GPUs, bf16 on CPUs with "
                 "native bf16 instructions (AVX512-BF16/AMX), else fp32. --bf16/--fp16 also work."})
+    eval_sample_blocks: int = field(default=0, metadata={
+        "help": "Evaluate during training on a fixed random sample of this many validation blocks (0: the whole "
+                "split), so evaluation costs little; its bits per byte scale the sample's loss by the whole split's "
+                "bytes per token. The final validation and test scores are always on the whole splits."})
     early_stopping_patience: int = field(default=0, metadata={
         "help": "Stop after this many evaluations without a better validation loss (0: never stop early)."})
     early_stopping_threshold: float = field(default=0.0, metadata={
@@ -180,7 +185,11 @@ class LMTrainingArguments(TrainingArguments):
         "help": "End with the checkpoint of lowest validation loss."})
     metric_for_best_model: str | None = field(default="eval_loss", metadata={"help": "The metric for the best model."})
     greater_is_better: bool | None = field(default=False, metadata={"help": "Lower loss is better."})
-    learning_rate: float = field(default=6e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    optimizer: str = field(default="adamw", metadata={
+        "help": "adamw | muon. muon: torch.optim.Muon for the blocks' attention and MLP weight matrices (its update "
+                "scaled to AdamW's RMS, so it shares --learning_rate and --weight_decay), AdamW for the embeddings, "
+                "the LM head, norms and biases (see mygpt/optim.py). --optim picks the AdamW implementation."})
+    learning_rate: float = field(default=6e-4, metadata={"help": "Peak learning rate (AdamW, and Muon's)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule after warmup."})
     warmup_steps: float = field(default=100, metadata={"help": "Linear warmup steps (or a fraction < 1 of all steps)."})
     weight_decay: float = field(default=0.1, metadata={
@@ -195,6 +204,11 @@ class LMTrainingArguments(TrainingArguments):
         "help": "DataLoader processes; the blocks are already tensors in memory, so 0 is fastest."})
     project: str = field(default="mygpt", metadata={
         "help": "The experiment-tracking project (trackio) that --report_to trackio logs the run under."})
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        super().__post_init__()
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LMTrainingArguments, RunArguments)

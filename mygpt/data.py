@@ -321,6 +321,21 @@ def pack_blocks(token_ids: np.ndarray, block_size: int) -> tuple[np.ndarray, np.
     return input_ids.astype(np.int64), labels.astype(np.int64)
 
 
+def sample_blocks(blocks: datasets.Dataset, n: int, seed: int = 0) -> datasets.Dataset:
+    """A fixed random sample of ``n`` of ``blocks`` (the validation split's), in their original order.
+
+    Evaluating on it during training costs a fraction of the whole split; the sample depends only on ``n``,
+    ``seed`` and the split, so every evaluation of a run, and every run of an ablation, sees the same blocks.
+    ``n == 0`` or ``n >= len(blocks)`` gives ``blocks`` itself.
+    """
+    if n < 0:
+        raise ValueError(f"--eval_sample_blocks must be >= 0 (0: the whole split), got {n}")
+    if n == 0 or n >= len(blocks):
+        return blocks
+    chosen = np.random.default_rng(seed).choice(len(blocks), size=n, replace=False)
+    return blocks.select(np.sort(chosen))
+
+
 def _tokenize_function(tokenizer: PreTrainedTokenizerBase):
     eos = tokenizer.eos_token_id
 

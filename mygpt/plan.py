@@ -24,7 +24,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase, TrainingArgu
 
 from configuration_mygpt import MyGPTConfig
 from generation_mygpt import DEFAULT_GENERATION
-from mygpt import run_artifacts
+from mygpt import run_artifacts, speed
 from mygpt.arguments import LMTrainingArguments, RunArguments
 from mygpt.data import DataArguments
 from mygpt.training import choose_precision
@@ -122,6 +122,7 @@ def check_arguments(model_args: Any, data_args: DataArguments, training_args: Tr
     if args.save_total_limit is not None:
         _positive("save_total_limit", args.save_total_limit, integer=True)
     _positive("dataloader_num_workers", args.dataloader_num_workers, allow_zero=True, integer=True)
+    _positive("eval_sample_blocks", run_args.eval_sample_blocks, allow_zero=True, integer=True)
     _positive("early_stopping_patience", run_args.early_stopping_patience, allow_zero=True, integer=True)
     _positive("early_stopping_threshold", run_args.early_stopping_threshold, allow_zero=True)
     if run_args.early_stopping_patience and str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "no":
@@ -230,7 +231,8 @@ def trainer_arguments(parsed: LMTrainingArguments, precision: str, run_name: str
     """The ``TrainingArguments`` the Trainer gets, made from the parsed ones (which are left as they are).
 
     The Trainer itself never pushes (the finished folder is published once, after the run, see ``hub_target``)
-    and never sees a token. The model's configuration keeps ``use_cache`` on: transformers copies
+    and never sees a token. ``--torch_compile`` on a CPU without a C++ compiler trains eagerly, with one warning
+    (``mygpt.speed.compile_fallback``). The model's configuration keeps ``use_cache`` on: transformers copies
     ``args.use_cache`` into it, and training turns the cache off per forward call instead.
     """
     changes: dict[str, Any] = {
@@ -238,8 +240,10 @@ def trainer_arguments(parsed: LMTrainingArguments, precision: str, run_name: str
         "push_to_hub": False, "hub_token": None,
         "run_name": parsed.run_name or run_name,
     }
-    if not torch.cuda.is_available() or parsed.use_cpu:
+    on_cpu = not torch.cuda.is_available() or parsed.use_cpu
+    if on_cpu:
         changes["dataloader_pin_memory"] = False  # pinning is for copies to a GPU
+    changes.update(speed.compile_fallback(parsed.torch_compile, parsed.torch_compile_backend, on_cpu))
     if "use_cache" in {f.name for f in dataclasses.fields(parsed)}:
         changes["use_cache"] = True
     return dataclasses.replace(parsed, **changes)
@@ -248,15 +252,23 @@ def trainer_arguments(parsed: LMTrainingArguments, precision: str, run_name: str
 def build_config(model_args: Any, context: int, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
     """The network's configuration, built once: the preset's model fields, the context, the tokenizer's ids.
 
-    Raises ``ValueError`` naming the field for impossible values (``MyGPTConfig`` checks them), or for a setting
-    GPT-2 does not have with ``--architecture gpt2``.
+    Raises ``ValueError`` naming the field for impossible values (``MyGPTConfig`` checks them). With
+    ``--architecture gpt2`` the network is GPT-2's nearest to the preset's: settings GPT-2 does not have (RoPE,
+    RMSNorm, ...) give way to GPT-2's own, and the log says which; everything else (sizes, optimiser, schedule,
+    data, seed) stays the preset's.
     """
     config = MyGPTConfig(
         **{**model_args.config_kwargs(), "n_positions": context},
         vocab_size=len(tokenizer), use_cache=True, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
-    return config.to_gpt2_config() if model_args.architecture == "gpt2" else config
+    if model_args.architecture != "gpt2":
+        return config
+    differences = config.gpt2_incompatibilities()
+    if differences:
+        logger.warning("--architecture gpt2: the GPT-2 twin keeps GPT-2's own architecture where the preset's "
+                       "MyGPT leaves it: %s", "; ".join(differences))
+    return config.to_gpt2_config(strict=False)
 
 
 def generation_defaults(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:

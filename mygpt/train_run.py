@@ -31,16 +31,16 @@ from transformers.trainer_utils import load_sharded_checkpoint
 
 from modeling_mygpt import MyGPTForCausalLM
 from mygpt import plan as planning
-from mygpt import run_artifacts
+from mygpt import run_artifacts, speed
 from mygpt.arguments import Arguments, parse_arguments
 from mygpt.corpus import cache_dir
-from mygpt.data import data_arguments_record, load_text_splits, tokenize_and_pack
+from mygpt.data import data_arguments_record, load_text_splits, sample_blocks, tokenize_and_pack
 from mygpt.files import FolderBusyError, FolderLock
 from mygpt.plan import RunPlan
 from mygpt.prompts import pick_prompts
 from mygpt.tokenization import build_tokenizer, iter_texts
-from mygpt.training import (CsvLogCallback, LMTrainer, ThroughputMeter, cpu_name, peak_flops_per_device,
-                            training_flops_per_token, untied_missing_keys, write_log_csv)
+from mygpt.training import (CsvLogCallback, LMTrainer, ThroughputMeter, cpu_has_native_bf16, cpu_name,
+                            peak_flops_per_device, training_flops_per_token, untied_missing_keys, write_log_csv)
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ def build_trainer(run: PreparedRun) -> LMTrainer:
     """The model and the ``LMTrainer`` of a prepared run, with its callbacks (also used by bench/bench_train.py)."""
     plan = run.plan
     args = plan.training_args
+    speed.tune_process()  # before the model's tensors are allocated
     set_seed(args.seed)  # the initial weights depend on it
     model = build_model(plan)
     peak, peak_how = (plan.run_args.peak_tflops * 1e12, "--peak_tflops") if plan.run_args.peak_tflops else \
@@ -190,7 +191,8 @@ def build_trainer(run: PreparedRun) -> LMTrainer:
         callbacks.append(EarlyStoppingCallback(plan.run_args.early_stopping_patience,
                                                plan.run_args.early_stopping_threshold))
     trainer = LMTrainer(
-        model=model, args=args, train_dataset=run.packed["train"], eval_dataset=run.packed["validation"],
+        model=model, args=args, train_dataset=run.packed["train"],
+        eval_dataset=sample_blocks(run.packed["validation"], plan.run_args.eval_sample_blocks),
         processing_class=run.tokenizer, data_collator=default_data_collator, callbacks=callbacks,
         split_stats={"eval": run.token_stats["validation"], "test": run.token_stats.get("test")}, meter=meter,
     )
@@ -221,17 +223,21 @@ def train(run: PreparedRun) -> dict[str, Any]:
             raise
 
         trainer.remove_callback(EarlyStoppingCallback)  # it watches validation only; the test scores are not for it
-        # Final scores of the model we keep (the best checkpoint when load_best_model_at_end). Its validation scores
-        # were logged when it was evaluated during training; evaluating it again would cost time and say the same.
+        evaluation_seconds = sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history)  # during training
+        # Final scores of the model we keep (the best checkpoint when load_best_model_at_end), on the whole splits.
+        # When training evaluated the whole validation split, the best checkpoint's scores are already logged:
+        # evaluating it again would cost time and say the same. A sample's scores are not the split's.
+        validation = run.packed["validation"]
+        whole = trainer.eval_dataset is validation
         best = next((e for e in trainer.state.log_history if "eval_loss" in e and args.load_best_model_at_end
-                     and e["step"] == trainer.state.best_global_step), None)
-        results = {"validation": _strip(best if best is not None else trainer.evaluate(), "eval")}
+                     and whole and e["step"] == trainer.state.best_global_step), None)
+        results = {"validation": _strip(best if best is not None else trainer.evaluate(validation), "eval")}
         if "test" in run.packed:
             results["test"] = _strip(trainer.evaluate(run.packed["test"], metric_key_prefix="test"), "test")
         trainer.save_model(str(out))
         if args.process_index != 0:
             return {}
-        summary = _summary(run, trainer, train_output, results, started)
+        summary = _summary(run, trainer, train_output, results, started, evaluation_seconds)
         _write_artifacts(run, trainer, summary, started)
         return summary
     finally:
@@ -312,7 +318,8 @@ def _strip(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {k: metrics[f"{prefix}_{k}"] for k in keep if f"{prefix}_{k}" in metrics}
 
 
-def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, started: float) -> dict[str, Any]:
+def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, started: float,
+             evaluation_seconds: float) -> dict[str, Any]:
     plan = run.plan
     args, state, model = plan.training_args, trainer.state, trainer.model
     n_params = sum(p.numel() for p in model.parameters())
@@ -350,6 +357,7 @@ def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, 
             "world_size": args.world_size,
             "tokens_per_step": plan.tokens_per_step,
             "max_steps": state.max_steps,
+            "optimizer": args.optimizer,
             "learning_rate": args.learning_rate,
             "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
             "lr_scheduler_kwargs": args.lr_scheduler_kwargs,
@@ -361,6 +369,7 @@ def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, 
             "precision": plan.precision,
             "seed": args.seed,
             "early_stopping_patience": plan.run_args.early_stopping_patience,
+            "eval_sample_blocks": plan.run_args.eval_sample_blocks,
             "resumed_from": str(plan.resume_from) if plan.resume_from else None,
         },
         "results": {
@@ -376,6 +385,8 @@ def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, 
             "final_train_loss": next((e["loss"] for e in reversed(state.log_history) if "loss" in e), None),
             **results,
             "train_runtime_seconds": train_output.metrics.get("train_runtime") if train_output else None,
+            # the Trainer's eval_runtime of every evaluation during training (its share of the run's cost)
+            "evaluation_seconds": round(evaluation_seconds, 2),
             "tokens_per_second": throughput.get("tokens_per_second"),
             "mfu": throughput.get("mfu"),
             "mfu_peak": trainer.meter.peak_how,
@@ -387,6 +398,7 @@ def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, 
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() and not args.use_cpu else
             cpu_name(),
             "cpu_threads": torch.get_num_threads(),
+            "cpu_native_bf16": cpu_has_native_bf16(),
             "processes": args.world_size,
             "torch": torch.__version__,
             "transformers": transformers.__version__,

@@ -211,7 +211,8 @@ def untied_missing_keys(model: nn.Module, missing_keys: list[str]) -> list[str]:
 class LMTrainer(Trainer):
     """A ``Trainer`` for causal LM pretraining.
 
-    Differences from the base class: AdamW groups without decay on biases, norms and embeddings; evaluation
+    Differences from the base class: AdamW groups without decay on biases, norms and embeddings (and Muon for
+    the hidden matrices with ``args.optimizer == "muon"``); evaluation
     reports the loss averaged over every scored token (not over batches), perplexity and bits per byte; training
     logs carry tokens/s, the MFU estimate and tokens seen; no forward call builds a KV cache (the model's
     configuration keeps ``use_cache`` on for generation).
@@ -231,6 +232,18 @@ class LMTrainer(Trainer):
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         return decay_parameter_names(model)
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """The base class's AdamW, or with ``--optimizer muon`` Muon for the hidden matrices plus that AdamW for
+        the rest, as one optimizer (:func:`mygpt.optim.build_muon_adamw`)."""
+        if self.optimizer is not None or getattr(self.args, "optimizer", "adamw") != "muon":
+            return super().create_optimizer(model)
+        from mygpt.optim import build_muon_adamw  # mygpt.optim builds on this module
+
+        model = self.model if model is None else model
+        adamw_class, adamw_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        self.optimizer = build_muon_adamw(model, self.args.weight_decay, adamw_class, adamw_kwargs)
+        return self.optimizer
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None):

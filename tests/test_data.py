@@ -145,6 +145,18 @@ def test_pack_blocks_keeps_every_token_exactly_once():
         pack_blocks(np.arange(10), 16)
 
 
+def test_sample_blocks_is_a_fixed_sample_of_the_asked_size():
+    blocks = data._blocks_dataset(*pack_blocks(np.arange(20 * 8), 8))  # block i starts with token 8 i
+    sample = data.sample_blocks(blocks, 5)
+    firsts = [row[0].item() // 8 for row in sample["input_ids"]]
+    assert len(sample) == 5 and firsts == sorted(set(firsts))  # five distinct blocks, in the split's order
+    assert [row[0].item() // 8 for row in data.sample_blocks(blocks, 5)["input_ids"]] == firsts  # fixed
+    assert [row[0].item() // 8 for row in data.sample_blocks(blocks, 5, seed=1)["input_ids"]] != firsts
+    assert data.sample_blocks(blocks, 0) is blocks and data.sample_blocks(blocks, 20) is blocks  # the whole split
+    with pytest.raises(ValueError, match="--eval_sample_blocks must be >= 0"):
+        data.sample_blocks(blocks, -1)
+
+
 def test_tokenize_and_pack_joins_documents_with_end_of_text():
     texts = ["first document\n" * 10, "", "second one\n" * 10, "third\n" * 10]
     tokenizer = train_char_tokenizer(texts)

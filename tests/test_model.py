@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
 
-from configuration_mygpt import MyGPTConfig
+from configuration_mygpt import ACTIVATIONS, MyGPTConfig
 from modeling_mygpt import MyGPTForCausalLM, alibi_slopes, sinusoidal_table
 
 POSITION_EMBEDDINGS = ["learned", "sinusoidal", "rope", "alibi"]
@@ -42,10 +42,11 @@ def tiny_model(seed: int = 0, attn: str = "sdpa", **overrides) -> MyGPTForCausal
     return model
 
 
-def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
+def tiny_gpt2(seed: int = 0, activation_function: str = "gelu_new") -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=VOCAB, n_positions=48, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0
+        vocab_size=VOCAB, n_positions=48, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0,
+        activation_function=activation_function,
     )
     model = GPT2LMHeadModel(config).eval()
     # Random biases and norm parameters too, so the parity check covers every tensor.
@@ -85,12 +86,14 @@ def test_future_tokens_do_not_change_past_logits(position_embedding: str, backen
 # Parity with transformers' GPT-2
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_matches_gpt2_logits(backend: str) -> None:
-    gpt2 = tiny_gpt2()
+def test_matches_gpt2_logits(backend: str, activation: str) -> None:
+    gpt2 = tiny_gpt2(activation_function=activation)
     gpt2.set_attn_implementation(backend)
     model = MyGPTForCausalLM.from_gpt2(gpt2)
     assert model.config._attn_implementation == backend
+    assert model.config.activation_function == activation
     ids = random_ids(3, 40)
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, gpt2(ids).logits, atol=1e-5, rtol=0)
@@ -118,6 +121,23 @@ def test_to_gpt2_round_trips_weights_and_logits() -> None:
     ids = random_ids(2, 30)
     with torch.no_grad():
         torch.testing.assert_close(gpt2(ids).logits, model(ids).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("activation", ["gelu_new", "gelu", "relu", "relu2"])
+def test_every_activation_matches_gpt2_with_the_same_activation(activation: str) -> None:
+    # GPT-2's MLP takes its non-linearity from transformers' ACT2FN; ours is written out: same function, same logits.
+    model = tiny_model(activation_function=activation)
+    gpt2 = model.to_gpt2()
+    assert gpt2.config.activation_function == activation
+    ids = random_ids(2, 30)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, gpt2(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_relu2_is_the_square_of_relu() -> None:
+    mlp = tiny_model(activation_function="relu2").transformer.h[0].mlp
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 3.0])
+    torch.testing.assert_close(mlp.act(x), torch.tensor([0.0, 0.0, 0.0, 0.25, 9.0]))
 
 
 @pytest.mark.parametrize(

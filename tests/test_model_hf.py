@@ -164,8 +164,9 @@ def test_autocast_forward_and_backward(dtype: torch.dtype) -> None:
     model = tiny_model(position_embedding="alibi", n_kv_head=2).train()
     ids = random_ids(2, 16)
     with torch.autocast("cpu", dtype=dtype):
-        out = model(ids, labels=ids)
-    assert out.logits.dtype == dtype
+        assert model(ids, labels=ids, skip_logits=False).logits.dtype == dtype
+        out = model(ids, labels=ids)  # training: the chunked loss, computed in the autocast dtype
+    assert out.logits is None and out.loss.dtype == torch.float32
     out.loss.backward()
     assert torch.isfinite(out.loss) and torch.isfinite(model.transformer.wte.weight.grad).all()
     with torch.no_grad():

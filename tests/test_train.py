@@ -91,6 +91,10 @@ def test_finished_run_folder_holds_every_artifact(finished_run):
     assert json.loads((out / "run_summary.json").read_text())["results"] == json.loads(json.dumps(summary["results"]))
     assert summary["data"]["split"]["by"] == "document" and summary["data"]["splits"]["test"]["documents"] == 2
     assert summary["results"]["tokens_seen"] == 12 * 4 * 32
+    # the time of every evaluation (--eval_on_start, two during training, the final test), within the wall time
+    assert 0 < summary["results"]["evaluation_seconds"] < summary["wall_time_seconds"]
+    assert isinstance(summary["hardware"]["cpu_native_bf16"], bool)
+    assert summary["training"]["optimizer"] == "adamw"
 
 
 def test_model_card_has_hub_metadata_and_the_run_figures(finished_run):
@@ -225,6 +229,31 @@ def test_evaluation_loss_is_the_mean_over_scored_tokens_not_over_batches(tmp_pat
     trainers_mean = (2 * batch_means[0] + batch_means[1]) / 3  # each batch loss repeated once per row
     assert abs(exact - trainers_mean) > 1e-3  # the case where the two differ
     assert trainer.evaluate()["eval_loss"] == pytest.approx(exact, rel=1e-6)
+
+
+def test_evaluation_uses_a_sample_during_training_and_the_whole_split_at_the_end(corpus_dir, tmp_path):
+    from modeling_mygpt import MyGPTForCausalLM
+    from mygpt.scoring import row_nats
+
+    argv = run_args(corpus_dir, tmp_path / "run", "--eval_sample_blocks", "3", "--precision", "fp32")
+    summary = run_training(argv)
+    run = prepare(run_args(corpus_dir, tmp_path / "again", "--precision", "fp32"))
+    validation = run.packed["validation"][:]  # {"input_ids": (N, T), "labels": (N, T)}
+    assert len(validation["input_ids"]) > 3
+    model = MyGPTForCausalLM.from_pretrained(tmp_path / "run").eval()  # the kept (best) model
+    with torch.no_grad():
+        sums = row_nats(model(input_ids=validation["input_ids"]).logits, validation["labels"]).sum(0)  # (2,)
+    final = summary["results"]["validation"]
+    assert final["loss"] == pytest.approx((sums[0] / sums[1]).item(), rel=1e-4)  # the whole split, not the sample
+    with (tmp_path / "run" / "training_log.csv").open() as handle:
+        evals = [(int(r["step"]), float(r["eval_loss"])) for r in csv.DictReader(handle) if r["eval_loss"]]
+    # What training saw (and chose the best checkpoint by) was the sample's loss; the whole split's follows it.
+    best_step, best = summary["results"]["best_step"], summary["results"]["best_validation_loss"]
+    assert [loss for step, loss in evals if step == best_step][0] == pytest.approx(best, rel=1e-5)
+    assert best != pytest.approx(final["loss"], rel=1e-4)
+    assert evals[-1] == (summary["results"]["steps"], pytest.approx(final["loss"], rel=1e-5))
+    assert summary["training"]["eval_sample_blocks"] == 3
+    assert 0 < summary["results"]["evaluation_seconds"] < summary["results"]["train_runtime_seconds"]
 
 
 def test_weight_decay_reaches_weight_matrices_only():
@@ -467,15 +496,16 @@ def straight_run(corpus_dir, tmp_path_factory) -> dict:
     return run_training(run_args(corpus_dir, out, *RESUMABLE))["results"]
 
 
-def _kill_and_resume(corpus_dir: Path, folder: Path, event: str, step: int, last_checkpoint: str) -> dict:
+def _kill_and_resume(corpus_dir: Path, folder: Path, event: str, step: int, last_checkpoint: str,
+                     extra: tuple[str, ...] = ()) -> dict:
     killer = folder.parent / "killer.py"
     killer.write_text(KILLER.format(root=str(ROOT), event=event, step=step))
-    killed = _train(run_args(corpus_dir, folder, *RESUMABLE), killer)
+    killed = _train(run_args(corpus_dir, folder, *RESUMABLE, *extra), killer)
     assert killed.returncode == -signal.SIGKILL
     # a killed run never looks finished
     assert not (folder / "run_summary.json").exists() and (folder / run_artifacts.MARKER).exists()
     assert run_artifacts.last_complete_checkpoint(folder).name == last_checkpoint
-    resumed = _train(run_args(corpus_dir, folder, *RESUMABLE, "--resume_from_checkpoint"))
+    resumed = _train(run_args(corpus_dir, folder, *RESUMABLE, *extra, "--resume_from_checkpoint"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return json.loads((folder / "run_summary.json").read_text())["results"]
 
@@ -491,6 +521,17 @@ def test_killed_run_resumes_to_the_same_final_validation_loss(corpus_dir, tmp_pa
     with (killed_dir / "training_log.csv").open() as handle:
         steps = [int(r["step"]) for r in csv.DictReader(handle) if r["loss"]]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # the killed steps 11-13 are not logged twice
+
+
+@pytest.mark.slow
+def test_killed_muon_run_resumes_to_the_same_final_validation_loss(corpus_dir, tmp_path):
+    # Muon's momentum buffers and AdamW's moments both travel in the checkpoint's optimizer state.
+    muon = ("--optimizer", "muon")
+    straight = run_training(run_args(corpus_dir, tmp_path / "straight", *RESUMABLE, *muon))
+    assert straight["training"]["optimizer"] == "muon"
+    resumed = _kill_and_resume(corpus_dir, tmp_path / "killed", "on_step_end", 13, "checkpoint-10", muon)
+    assert resumed["validation"]["loss"] == pytest.approx(straight["results"]["validation"]["loss"], rel=1e-6)
+    assert resumed["test"]["loss"] == pytest.approx(straight["results"]["test"]["loss"], rel=1e-6)
 
 
 @pytest.mark.slow

@@ -80,6 +80,31 @@ def test_gpt2_conversion_carries_every_field_gpt2_shares():
     assert all(getattr(back, name) == getattr(config, name) for name in shared)
 
 
+def test_the_gpt2_twin_of_a_preset_beyond_gpt2_keeps_gpt2s_architecture_and_says_what_differs(caplog):
+    from transformers import GPT2Config
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<eos>": 0, "a": 1, "<pad>": 2},
+                                                                                   unk_token="a")),
+                                        eos_token="<eos>", bos_token="<eos>", pad_token="<pad>")
+    mine = ["--position_embedding", "rope", "--norm", "rmsnorm", "--activation_function", "relu2", "--optimizer",
+            "muon"]
+    parsed = parse_arguments(mine)
+    mygpt = plan.build_config(parsed.model, 256, tokenizer)
+    twin_args = parse_arguments([*mine, "--architecture", "gpt2"])
+    with caplog.at_level("WARNING", logger="mygpt.plan"):
+        twin = plan.build_config(twin_args.model, 256, tokenizer)
+    assert isinstance(twin, GPT2Config) and twin.activation_function == "relu2"  # GPT-2 has relu2: kept
+    assert (twin.n_layer, twin.n_embd, twin.n_head, twin.n_positions) == (
+        mygpt.n_layer, mygpt.n_embd, mygpt.n_head, mygpt.n_positions)
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "position_embedding='rope'" in message and "norm='rmsnorm'" in message
+    assert twin_args.training.optimizer == "muon"  # the optimiser, schedule and data stay the preset's
+    with pytest.raises(ValueError, match="no GPT-2 equivalent"):
+        mygpt.to_gpt2_config()  # the model's own conversion stays strict
+
+
 def test_dropout_sets_the_three_probabilities_and_each_can_be_set_alone(tmp_path):
     kwargs = parse_arguments(["--dropout", "0.2"]).model.config_kwargs()
     assert (kwargs["embd_pdrop"], kwargs["attn_pdrop"], kwargs["resid_pdrop"]) == (0.2, 0.2, 0.2)
@@ -123,6 +148,8 @@ BAD_VALUES = [
     (["--early_stopping_patience", "2", "--eval_strategy", "no", "--load_best_model_at_end", "false"],
      "--early_stopping_patience needs evaluations"),
     (["--num_sample_prompts", "-1"], "--num_sample_prompts must be a whole number >= 0"),
+    (["--eval_sample_blocks", "-1"], "--eval_sample_blocks must be a whole number >= 0"),
+    (["--optimizer", "sgd"], "--optimizer must be one of adamw, muon, got 'sgd'"),
     (["--sample_max_new_tokens", "0"], "--sample_max_new_tokens must be a whole number > 0"),
     (["--dropout", "1.5"], r"--dropout must be a probability in \[0, 1\)"),
     (["--peak_tflops", "-3"], "--peak_tflops must be a number > 0"),
@@ -195,6 +222,42 @@ def test_trainer_arguments_are_made_once_and_the_parsed_ones_left_alone():
     assert (made.bf16, made.fp16, made.push_to_hub, made.run_name) == (True, False, False, "mygpt-notebook-quick")
     # what accelerate reads: mutating bf16 after TrainingArguments.__post_init__ would leave it at "no"
     assert made.mixed_precision == "bf16" and parsed.mixed_precision == "no"
+
+
+def test_torch_compile_without_a_cpp_compiler_trains_eagerly_with_one_warning(monkeypatch, caplog):
+    from mygpt import speed
+
+    parsed = parse_arguments(["--preset", "notebook-quick", "--torch_compile", "true", "--use_cpu", "true"]).training
+    assert parsed.torch_compile and parsed.torch_compile_backend == "inductor"
+    monkeypatch.setattr(speed, "cpp_compiler", lambda: None)
+    with caplog.at_level("WARNING", logger="mygpt.speed"):
+        made = plan.trainer_arguments(parsed, "fp32", "run")
+    assert (made.torch_compile, made.torch_compile_backend, made.torch_compile_mode) == (False, None, None)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mygpt.speed"]
+    assert len(warnings) == 1 and "no usable C++ compiler" in warnings[0]
+
+    monkeypatch.setattr(speed, "cpp_compiler", lambda: "g++")
+    assert plan.trainer_arguments(parsed, "fp32", "run").torch_compile  # a compiler: compile as asked
+
+
+def test_cpp_compiler_probe_finds_none_when_the_compiler_cannot_build(monkeypatch):
+    import subprocess as real_subprocess
+
+    from mygpt import speed
+
+    def failing_build(command, **kwargs):
+        return real_subprocess.CompletedProcess(command, 1, "", "fatal error: no such file")
+
+    def missing_program(command, **kwargs):
+        raise FileNotFoundError(command[0])
+
+    try:
+        for fake in (failing_build, missing_program):
+            monkeypatch.setattr(speed.subprocess, "run", fake)
+            speed.cpp_compiler.cache_clear()
+            assert speed.cpp_compiler() is None
+    finally:
+        speed.cpp_compiler.cache_clear()
 
 
 def test_the_default_preset_is_found_by_an_installed_command():
