@@ -340,7 +340,10 @@ def test_help_lists_every_argument_with_the_preset_defaults(capsys):
     text = capsys.readouterr().out
     for flag in ("--n_layer", "--data_files", "--tokenizer", "--learning_rate", "--overwrite", "--architecture"):
         assert flag in text
-    assert "(default: 2000)" in text  # max_steps from the preset, not the dataclass
+    from mygpt.cli import load_config_file
+
+    steps = load_config_file(arguments.find_preset("shakespeare-char-cpu"))["max_steps"]
+    assert steps != -1 and f"(default: {steps})" in text  # max_steps from the preset, not the dataclass's -1
 
 
 def test_accelerate_config_files_are_valid():
@@ -453,7 +456,11 @@ def test_gpt2_architecture_overwrites_a_finished_run_with_transformers_gpt2(fini
     assert not (out / "modeling_mygpt.py").exists()  # nothing left from the run it replaced
     model = AutoModelForCausalLM.from_pretrained(out)
     assert isinstance(model, GPT2LMHeadModel) and (out / "samples.md").is_file()
-    assert summary["model"]["parameters"] == finished_run[1]["model"]["parameters"]  # the same network shape
+    # the same network shape; where the preset's MyGPT uses rotary positions, GPT-2 adds its learned table
+    mine = finished_run[1]["model"]
+    config = mine["config"]
+    table = 0 if config["position_embedding"] == "learned" else config["n_positions"] * config["n_embd"]
+    assert summary["model"]["parameters"] == mine["parameters"] + table
 
 
 # ---------------------------------------------------------------------------------------------------------------
