@@ -24,7 +24,6 @@ import datetime
 import functools
 import gc
 import hashlib
-import json
 import logging
 import math
 import os
@@ -38,7 +37,7 @@ import torch
 
 from mygpt.generation import generate_continuations
 from mygpt.loading import (DTYPES, ModelNotAvailableError, check_model_name, context_length, is_offline,
-                           load_model_and_tokenizer, resolve_device)
+                           load_model_and_tokenizer, resolve_device, run_summary)
 from mygpt.metrics import load_metric
 from mygpt.progress import progress
 from mygpt.prompts import pick_prompts
@@ -132,15 +131,8 @@ class EvaluateArguments:
 
 
 def _run_summary(path: str) -> dict[str, Any] | None:
-    """The ``run_summary.json`` of a ``train_hf.py`` run folder, or None for anything else."""
-    file = Path(path) / "run_summary.json"
-    if not file.is_file():
-        return None
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError:
-        logger.warning("%s is not valid JSON; treating %s as a plain model folder", file, path)
-        return None
+    """The ``run_summary.json`` of a ``train_hf.py`` run folder, or None for anything else (never a Hub lookup)."""
+    return run_summary(path) if os.path.isdir(path) else None
 
 
 def load_eval_text(args: EvaluateArguments) -> tuple[list[str], list[str], dict[str, Any]]:
@@ -251,7 +243,7 @@ def describe_model(name: str, model: torch.nn.Module, tokenizer: Any) -> dict[st
 
 def training_facts(name: str) -> dict[str, Any]:
     """What is known of how a model was trained: from its ``run_summary.json`` when it is a run of this project."""
-    summary = _run_summary(name) if os.path.isdir(name) else None
+    summary = _run_summary(name)
     if summary is None:
         return {"run": False, "data": None, "tokens_seen": None}
     data, results = summary.get("data", {}), summary.get("results", {})
