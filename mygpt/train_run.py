@@ -386,7 +386,7 @@ def _summary(run: PreparedRun, trainer: LMTrainer, train_output, results: dict, 
             **results,
             "train_runtime_seconds": train_output.metrics.get("train_runtime") if train_output else None,
             # the Trainer's eval_runtime of every evaluation during training (its share of the run's cost)
-            "evaluation_seconds": round(evaluation_seconds, 2),
+            "evaluation_seconds": round(evaluation_seconds, 4),  # as precise as the Trainer's eval_runtime
             "tokens_per_second": throughput.get("tokens_per_second"),
             "mfu": throughput.get("mfu"),
             "mfu_peak": trainer.meter.peak_how,
