@@ -180,12 +180,54 @@ def plot_extrapolation(report: dict[str, Any], path: Path) -> str | None:
             "positions have no curve past T (not applicable).")
 
 
+def plot_induction_circuit(report: dict[str, Any], path: Path) -> str | None:
+    circuits = report["findings"].get("circuits")
+    if report["study"]["kind"] != "induction" or not circuits:
+        return None
+    import numpy as np
+
+    name, circuit = next(iter(circuits.items()))
+    rows = circuit["heads"]
+    n_layer, n_head = max(r["layer"] for r in rows) + 1, max(r["head"] for r in rows) + 1
+
+    def grid(items: list[dict[str, Any]], key: str) -> np.ndarray:
+        values = np.full((n_layer, n_head), np.nan)
+        for item in items:
+            values[item["layer"], item["head"]] = item[key]
+        return values
+
+    panels = [
+        (grid(rows, "previous_token"), "previous-token score", "Blues", (0, 1)),
+        (grid(rows, "induction"), "induction score", "Blues", (0, 1)),
+        (grid(circuit["ablation"], "second_copy"), "repeat loss with the head zeroed (nats)", "Reds", (0, None)),
+        (grid(circuit["patching"]["heads"], "restored"), "share restored by patching the head", "Greens", (0, 1)),
+    ]
+    plt, fig, _ = _figure()
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 4, figsize=(12, 2.2 + 0.5 * n_layer), dpi=120)
+    for ax, (values, title, cmap, (low, high)) in zip(axes, panels):
+        ax.imshow(values, cmap=cmap, vmin=low, vmax=high if high is not None else np.nanmax(values), aspect="auto")
+        for (layer, head), value in np.ndenumerate(values):
+            ax.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(n_head), [f"H{h}" for h in range(n_head)])
+        ax.set_yticks(range(n_layer), [f"L{layer}" for layer in range(n_layer)])
+        ax.set_xlabel("head")
+        ax.set_title(title, fontsize=8)
+    axes[0].set_ylabel("layer")
+    _save(plt, fig, path)
+    return (f"Run `{name}`, one cell per head. From left: the head taxonomy's previous-token and induction "
+            "scores (attention mass, 0 to 1); the loss on the repeated half with that head zeroed (nats per "
+            "letter; low = the head is not needed); the share of the clean-vs-corrupted gap in the right "
+            "letter's probability restored by patching that head's clean output into the corrupted run.")
+
+
 PLOTS: dict[str, Callable[[dict[str, Any], Path], str | None]] = {
     "loss_vs_flops.png": plot_loss_vs_flops,
     "loss_vs_params.png": plot_loss_vs_params,
     "loss_vs_wall_time.png": plot_loss_vs_wall_time,
     "ablation.png": plot_ablation,
     "extrapolation.png": plot_extrapolation,
+    "induction_circuit.png": plot_induction_circuit,
 }
 
 
@@ -249,7 +291,28 @@ def _induction_markdown(f: dict[str, Any]) -> list[str]:
     lines = ["## Induction control", "", f"Method: {f['method']} ({f['lines']} lines, span {f['span']}). Chance: "
              f"{f['chance_nats']:.3f} nats per letter.", ""]
     rows = [[r["run"], r["first_copy"], r["second_copy"], r["drop"]] for r in f["repeat_loss"]]
-    return lines + _table(rows, ["run", "first copy (nats)", "second copy (nats)", "drop (nats)"])
+    lines += _table(rows, ["run", "first copy (nats)", "second copy (nats)", "drop (nats)"])
+    for run, c in (f.get("circuits") or {}).items():
+        prev, ind = c["previous_token_head"], c["induction_head"]
+        lines += [f"### What the analysis finds in `{run}`", "",
+                  f"Head taxonomy (`mygpt-analyze`'s scores; a head is typed when its strongest score reaches "
+                  f"{c['threshold']}): strongest previous-token head in layer 0 is L{prev['layer']} H{prev['head']} "
+                  f"(score {prev['score']:.3f}, typed {prev['type']}); strongest induction head in the last layer "
+                  f"is L{ind['layer']} H{ind['head']} (score {ind['score']:.3f}, typed {ind['type']}).", ""]
+        ablation = {(a["layer"], a["head"]): a for a in c["ablation"]}
+        patching = {(p["layer"], p["head"]): p for p in c["patching"]["heads"]}
+        rows = [[f"L{h['layer']} H{h['head']}", h["type"], h["previous_token"], h["induction"],
+                 h.get("attention_entropy"), ablation[h["layer"], h["head"]]["second_copy"],
+                 patching[h["layer"], h["head"]]["restored"]] for h in c["heads"]]
+        lines += _table(rows, ["head", "type", "previous-token", "induction", "attention entropy",
+                               "repeat loss, head zeroed (nats)", "share restored by patching"])
+        p = c["patching"]
+        layers = ", ".join(f"layer {r['layer']} {r['restored']:.3f}" for r in p["layers"])
+        lines += [f"Activation patching: the right letter's mean probability on the repeat (letters 2..span, "
+                  f"{p['scored_positions']} positions) is {p['clean_probability']:.4f} on the clean lines and "
+                  f"{p['corrupted_probability']:.4f} when the first copy is replaced by other letters. Patching "
+                  f"all heads of one layer restores this share of the gap: {layers}.", ""]
+    return lines
 
 
 def render_markdown(report: dict[str, Any], captions: dict[str, str]) -> str:
