@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -221,12 +222,35 @@ def plot_induction_circuit(report: dict[str, Any], path: Path) -> str | None:
             "letter's probability restored by patching that head's clean output into the corrupted run.")
 
 
+def plot_induction_training(report: dict[str, Any], path: Path) -> str | None:
+    circuits = report["findings"].get("circuits")
+    if report["study"]["kind"] != "induction" or not circuits:
+        return None
+    plt, fig, ax = _figure()
+    for name, circuit in circuits.items():
+        curve = circuit["training"]
+        ax.plot(curve["steps"], curve["loss"], label=f"{name}: training loss")
+        if curve.get("drop_step"):
+            ax.axvline(curve["drop_step"], color="tab:red", linewidth=0.8, alpha=0.7)
+    chance = report["findings"]["chance_nats"]
+    ax.axhline(chance, color="black", linestyle=":", linewidth=0.8, label=f"chance, ln {round(math.exp(chance))}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (nats per token)")
+    ax.legend(fontsize=7)
+    _save(plt, fig, path)
+    return ("Training loss by step. Half of every line (the first copy) cannot be predicted better than chance "
+            "(dotted); the loss can only fall well below it once the model copies the second half. The red line "
+            "marks the step where the loss first fell below the midpoint of its plateau and its final value: "
+            "the induction bump.")
+
+
 PLOTS: dict[str, Callable[[dict[str, Any], Path], str | None]] = {
     "loss_vs_flops.png": plot_loss_vs_flops,
     "loss_vs_params.png": plot_loss_vs_params,
     "loss_vs_wall_time.png": plot_loss_vs_wall_time,
     "ablation.png": plot_ablation,
     "extrapolation.png": plot_extrapolation,
+    "induction_training.png": plot_induction_training,
     "induction_circuit.png": plot_induction_circuit,
 }
 
@@ -294,12 +318,23 @@ def _induction_markdown(f: dict[str, Any]) -> list[str]:
     lines += _table(rows, ["run", "first copy (nats)", "second copy (nats)", "drop (nats)"])
     for run, c in (f.get("circuits") or {}).items():
         prev, ind = c["previous_token_head"], c["induction_head"]
-        lines += [f"### What the analysis finds in `{run}`", "",
-                  f"Head taxonomy (`mygpt-analyze`'s scores; a head is typed when its strongest score reaches "
+        curve = c.get("training") or {}
+        lines += [f"### What the analysis finds in `{run}`", ""]
+        if curve.get("drop_step"):
+            lines += [f"Induction bump: the training loss sat at {curve['plateau_loss']:.3f} nats (plateau) and first "
+                      f"fell below the midpoint to its final {curve['final_loss']:.3f} at step {curve['drop_step']}.",
+                      ""]
+        lines += [f"Head taxonomy (`mygpt-analyze`'s scores; a head is typed when its strongest score reaches "
                   f"{c['threshold']}): strongest previous-token head in layer 0 is L{prev['layer']} H{prev['head']} "
                   f"(score {prev['score']:.3f}, typed {prev['type']}); strongest induction head in the last layer "
                   f"is L{ind['layer']} H{ind['head']} (score {ind['score']:.3f}, typed {ind['type']}).", ""]
         ablation = {(a["layer"], a["head"]): a for a in c["ablation"]}
+        base = next(r for r in f["repeat_loss"] if r["run"] == run)
+        for what, head in (("induction", ind), ("previous-token", prev)):
+            zeroed = ablation[head["layer"], head["head"]]
+            lines += [f"Zeroing the {what} head L{head['layer']} H{head['head']} moves the loss on the repeat from "
+                      f"{base['second_copy']:.3f} to {zeroed['second_copy']:.3f} nats (the drop from the first copy: "
+                      f"{base['drop']:.3f} -> {zeroed['drop']:.3f}).", ""]
         patching = {(p["layer"], p["head"]): p for p in c["patching"]["heads"]}
         rows = [[f"L{h['layer']} H{h['head']}", h["type"], h["previous_token"], h["induction"],
                  h.get("attention_entropy"), ablation[h["layer"], h["head"]]["second_copy"],

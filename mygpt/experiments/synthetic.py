@@ -180,6 +180,28 @@ def induction_circuit(model: Any, tokenizer: Any, lines: list[str], corrupted: l
     }
 
 
+def training_curve(run_dir: str | Path) -> dict[str, Any]:
+    """The run's training loss by step (``training_log.csv``) and where it fell: the induction bump shows as a
+    plateau near chance followed by a sudden drop (Olsson et al., 2022, the "phase change").
+
+    ``drop_step`` is the first logged step whose loss is below the midpoint of the plateau (the highest loss
+    after the first logged step) and the final loss.
+    """
+    import csv
+
+    with (Path(run_dir) / "training_log.csv").open() as handle:
+        points = [(int(row["step"]), float(row["loss"])) for row in csv.DictReader(handle) if row.get("loss")]
+    if len(points) < 3:
+        return {"steps": [s for s, _ in points], "loss": [v for _, v in points], "drop_step": None}
+    plateau = max(v for _, v in points[1:])
+    final = points[-1][1]
+    middle = (plateau + final) / 2
+    peak = next(i for i, (_, v) in enumerate(points) if v == plateau and i > 0)
+    drop = next((s for s, v in points[peak:] if v < middle), None)
+    return {"steps": [s for s, _ in points], "loss": [v for _, v in points], "plateau_loss": plateau,
+            "final_loss": final, "drop_step": drop}
+
+
 def induction_findings(records: list[dict[str, Any]], spec: dict[str, Any], lines: int = 64) -> dict[str, Any]:
     """Per run: the repeat losses on fresh lines (a seed the training data did not use), chance, and what the
     analysis tools find in the model (:func:`induction_circuit`)."""
@@ -196,7 +218,8 @@ def induction_findings(records: list[dict[str, Any]], spec: dict[str, Any], line
     for record in records:
         model, tokenizer = load_model_and_tokenizer(record["run_dir"], device="cpu")
         table.append({"run": record["name"], **repeat_losses(model, tokenizer, fresh)})
-        circuits[record["name"]] = induction_circuit(model, tokenizer, fresh, corrupted, settings["alphabet"])
+        circuits[record["name"]] = {"training": training_curve(record["run_dir"]),
+                                    **induction_circuit(model, tokenizer, fresh, corrupted, settings["alphabet"])}
     return {"chance_nats": math.log(settings["alphabet"]), "lines": lines, "span": span,
             "repeat_loss": table, "circuits": circuits,
             "method": "fresh lines of the training distribution; mean loss on letters 2..span of each copy"}
