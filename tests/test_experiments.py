@@ -309,6 +309,18 @@ def test_induction_corpus_is_spans_written_twice_and_reproducible(tmp_path):
     assert synthetic_corpus({**spec, "seed": 2}, tmp_path) != folder  # other settings, another folder
 
 
+def test_induction_spans_of_varying_length_leave_no_fixed_offset_to_copy_from(tmp_path):
+    from mygpt.experiments.synthetic import induction_documents
+
+    (text,) = induction_documents(1, 200, span=12, alphabet=26, seed=0, min_span=4)
+    lengths = [len(line) // 2 for line in text.splitlines()]
+    assert all(len(line) == 2 * n and line[:n] == line[n:] for line, n in zip(text.splitlines(), lengths))
+    assert min(lengths) == 4 and max(lengths) == 12  # every length of the range occurs in 200 lines
+    with pytest.raises(ValueError, match="min_span must be a whole number from 2 to span"):
+        load_study(str(write_study(tmp_path, preset="cpu-quick", data={"source": "induction", "span": 5,
+                                                                        "min_span": 6}, runs=[{"name": "a"}])))
+
+
 def test_induction_study_trains_on_its_generated_corpus(monkeypatch, tmp_path):
     monkeypatch.setenv("MYGPT_CACHE", str(tmp_path))
     study = load_study("induction")
@@ -363,7 +375,17 @@ def test_tiny_induction_study_reports_the_repeat_losses(tmp_path, monkeypatch):
     (row,) = report["findings"]["repeat_loss"]
     assert row["run"] == "tiny" and row["first_copy"] > 0 and row["second_copy"] > 0
     assert report["findings"]["chance_nats"] == pytest.approx(np.log(6))
-    assert "## Induction control" in (tmp_path / "out" / "report" / "report.md").read_text()
+    markdown = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "## Induction control" in markdown and "### What the analysis finds in `tiny`" in markdown
+    circuit = report["findings"]["circuits"]["tiny"]
+    n_layer, n_head = TINY_OPTIONS["n_layer"], TINY_OPTIONS["n_head"]
+    assert len(circuit["heads"]) == len(circuit["ablation"]) == len(circuit["patching"]["heads"]) == n_layer * n_head
+    assert circuit["previous_token_head"]["layer"] == 0 and circuit["induction_head"]["layer"] == n_layer - 1
+    assert all(0 <= h["attention_entropy"] <= 1 for h in circuit["heads"])
+    patching = circuit["patching"]
+    assert 0 < patching["corrupted_probability"] < 1 and 0 < patching["clean_probability"] < 1
+    assert len(patching["layers"]) == n_layer
+    assert (tmp_path / "out" / "report" / "induction_circuit.png").stat().st_size > 0
 
 
 def test_a_second_process_on_the_same_study_folder_is_refused(tmp_path):

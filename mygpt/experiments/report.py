@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -180,12 +181,77 @@ def plot_extrapolation(report: dict[str, Any], path: Path) -> str | None:
             "positions have no curve past T (not applicable).")
 
 
+def plot_induction_circuit(report: dict[str, Any], path: Path) -> str | None:
+    circuits = report["findings"].get("circuits")
+    if report["study"]["kind"] != "induction" or not circuits:
+        return None
+    import numpy as np
+
+    name, circuit = next(iter(circuits.items()))
+    rows = circuit["heads"]
+    n_layer, n_head = max(r["layer"] for r in rows) + 1, max(r["head"] for r in rows) + 1
+
+    def grid(items: list[dict[str, Any]], key: str) -> np.ndarray:
+        values = np.full((n_layer, n_head), np.nan)
+        for item in items:
+            values[item["layer"], item["head"]] = item[key]
+        return values
+
+    panels = [
+        (grid(rows, "previous_token"), "previous-token score", "Blues", (0, 1)),
+        (grid(rows, "induction"), "induction score", "Blues", (0, 1)),
+        (grid(circuit["ablation"], "second_copy"), "repeat loss with the head zeroed (nats)", "Reds", (0, None)),
+        (grid(circuit["patching"]["heads"], "restored"), "share restored by patching the head", "Greens", (0, 1)),
+    ]
+    plt, fig, _ = _figure()
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 4, figsize=(12, 2.2 + 0.5 * n_layer), dpi=120)
+    for ax, (values, title, cmap, (low, high)) in zip(axes, panels):
+        ax.imshow(values, cmap=cmap, vmin=low, vmax=high if high is not None else np.nanmax(values), aspect="auto")
+        for (layer, head), value in np.ndenumerate(values):
+            ax.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(n_head), [f"H{h}" for h in range(n_head)])
+        ax.set_yticks(range(n_layer), [f"L{layer}" for layer in range(n_layer)])
+        ax.set_xlabel("head")
+        ax.set_title(title, fontsize=8)
+    axes[0].set_ylabel("layer")
+    _save(plt, fig, path)
+    return (f"Run `{name}`, one cell per head. From left: the head taxonomy's previous-token and induction "
+            "scores (attention mass, 0 to 1); the loss on the repeated half with that head zeroed (nats per "
+            "letter; low = the head is not needed); the share of the clean-vs-corrupted gap in the right "
+            "letter's probability restored by patching that head's clean output into the corrupted run.")
+
+
+def plot_induction_training(report: dict[str, Any], path: Path) -> str | None:
+    circuits = report["findings"].get("circuits")
+    if report["study"]["kind"] != "induction" or not circuits:
+        return None
+    plt, fig, ax = _figure()
+    for name, circuit in circuits.items():
+        curve = circuit["training"]
+        ax.plot(curve["steps"], curve["loss"], label=f"{name}: training loss")
+        if curve.get("drop_step"):
+            ax.axvline(curve["drop_step"], color="tab:red", linewidth=0.8, alpha=0.7)
+    chance = report["findings"]["chance_nats"]
+    ax.axhline(chance, color="black", linestyle=":", linewidth=0.8, label=f"chance, ln {round(math.exp(chance))}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (nats per token)")
+    ax.legend(fontsize=7)
+    _save(plt, fig, path)
+    return ("Training loss by step. Half of every line (the first copy) cannot be predicted better than chance "
+            "(dotted); the loss can only fall well below it once the model copies the second half. The red line "
+            "marks the step where the loss first fell below the midpoint of its plateau and its final value: "
+            "the induction bump.")
+
+
 PLOTS: dict[str, Callable[[dict[str, Any], Path], str | None]] = {
     "loss_vs_flops.png": plot_loss_vs_flops,
     "loss_vs_params.png": plot_loss_vs_params,
     "loss_vs_wall_time.png": plot_loss_vs_wall_time,
     "ablation.png": plot_ablation,
     "extrapolation.png": plot_extrapolation,
+    "induction_training.png": plot_induction_training,
+    "induction_circuit.png": plot_induction_circuit,
 }
 
 
@@ -249,7 +315,39 @@ def _induction_markdown(f: dict[str, Any]) -> list[str]:
     lines = ["## Induction control", "", f"Method: {f['method']} ({f['lines']} lines, span {f['span']}). Chance: "
              f"{f['chance_nats']:.3f} nats per letter.", ""]
     rows = [[r["run"], r["first_copy"], r["second_copy"], r["drop"]] for r in f["repeat_loss"]]
-    return lines + _table(rows, ["run", "first copy (nats)", "second copy (nats)", "drop (nats)"])
+    lines += _table(rows, ["run", "first copy (nats)", "second copy (nats)", "drop (nats)"])
+    for run, c in (f.get("circuits") or {}).items():
+        prev, ind = c["previous_token_head"], c["induction_head"]
+        curve = c.get("training") or {}
+        lines += [f"### What the analysis finds in `{run}`", ""]
+        if curve.get("drop_step"):
+            lines += [f"Induction bump: the training loss sat at {curve['plateau_loss']:.3f} nats (plateau) and first "
+                      f"fell below the midpoint to its final {curve['final_loss']:.3f} at step {curve['drop_step']}.",
+                      ""]
+        lines += [f"Head taxonomy (`mygpt-analyze`'s scores; a head is typed when its strongest score reaches "
+                  f"{c['threshold']}): strongest previous-token head in layer 0 is L{prev['layer']} H{prev['head']} "
+                  f"(score {prev['score']:.3f}, typed {prev['type']}); strongest induction head in the last layer "
+                  f"is L{ind['layer']} H{ind['head']} (score {ind['score']:.3f}, typed {ind['type']}).", ""]
+        ablation = {(a["layer"], a["head"]): a for a in c["ablation"]}
+        base = next(r for r in f["repeat_loss"] if r["run"] == run)
+        for what, head in (("induction", ind), ("previous-token", prev)):
+            zeroed = ablation[head["layer"], head["head"]]
+            lines += [f"Zeroing the {what} head L{head['layer']} H{head['head']} moves the loss on the repeat from "
+                      f"{base['second_copy']:.3f} to {zeroed['second_copy']:.3f} nats (the drop from the first copy: "
+                      f"{base['drop']:.3f} -> {zeroed['drop']:.3f}).", ""]
+        patching = {(p["layer"], p["head"]): p for p in c["patching"]["heads"]}
+        rows = [[f"L{h['layer']} H{h['head']}", h["type"], h["previous_token"], h["induction"],
+                 h.get("attention_entropy"), ablation[h["layer"], h["head"]]["second_copy"],
+                 patching[h["layer"], h["head"]]["restored"]] for h in c["heads"]]
+        lines += _table(rows, ["head", "type", "previous-token", "induction", "attention entropy",
+                               "repeat loss, head zeroed (nats)", "share restored by patching"])
+        p = c["patching"]
+        layers = ", ".join(f"layer {r['layer']} {r['restored']:.3f}" for r in p["layers"])
+        lines += [f"Activation patching: the right letter's mean probability on the repeat (letters 2..span, "
+                  f"{p['scored_positions']} positions) is {p['clean_probability']:.4f} on the clean lines and "
+                  f"{p['corrupted_probability']:.4f} when the first copy is replaced by other letters. Patching "
+                  f"all heads of one layer restores this share of the gap: {layers}.", ""]
+    return lines
 
 
 def render_markdown(report: dict[str, Any], captions: dict[str, str]) -> str:
