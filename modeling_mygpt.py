@@ -776,12 +776,15 @@ class MyGPTForCausalLM(MyGPTPreTrainedModel, GenerationMixin):
         return super().generate(*args, **kwargs)
 
     @classmethod
-    def from_gpt2(cls, source: Any, **from_pretrained_kwargs: Any) -> MyGPTForCausalLM:
+    def from_gpt2(cls, source: Any, config_overrides: dict[str, Any] | None = None,
+                  **from_pretrained_kwargs: Any) -> MyGPTForCausalLM:
         """A MyGPT with GPT-2's weights: same logits, same generations.
 
         Args:
             source: a ``GPT2LMHeadModel``, a local folder holding one, or a Hub id such as ``"gpt2"`` (needs the
                 Hub, or a local HF cache of it).
+            config_overrides: fields of the MyGPT configuration to set otherwise than GPT-2's (e.g. dropout
+                for fine-tuning); the shape comes from GPT-2.
         """
         from transformers import GPT2LMHeadModel
 
@@ -796,7 +799,7 @@ class MyGPTForCausalLM(MyGPTPreTrainedModel, GenerationMixin):
         else:
             raise TypeError(f"from_gpt2 takes a GPT2LMHeadModel, a folder or a Hub id, not {type(source).__name__}")
 
-        config = MyGPTConfig.from_gpt2_config(gpt2.config)
+        config = MyGPTConfig.from_gpt2_config(gpt2.config, **(config_overrides or {}))
         model = cls(config).to(dtype=gpt2.dtype, device=gpt2.device)
         model.load_state_dict(_gpt2_to_mygpt_state_dict(gpt2.state_dict()), strict=True)
         model.set_attn_implementation(gpt2.config._attn_implementation)

@@ -97,13 +97,18 @@ def model_arguments_class(config_class: type = MyGPTConfig) -> type:
     """A dataclass of the network's command-line options: every field of ``config_class`` plus four of the run's.
 
     The run's own: ``architecture`` (``mygpt``, or transformers' ``gpt2`` built from the same configuration),
-    ``dropout`` (sets the three dropout probabilities at once), ``attn_implementation``.
+    ``init_from`` (start from a trained model's weights: fine-tuning), ``dropout`` (sets the three dropout
+    probabilities at once), ``attn_implementation``.
     """
     config_fields = _model_fields(config_class)
     fields = [
         ("architecture", str, field(default="mygpt", metadata={
             "help": "mygpt (the hand-written model) or gpt2 (transformers' GPT2LMHeadModel built from the same "
                     "configuration: the reference implementation, trained identically)."})),
+        ("init_from", str | None, field(default=None, metadata={
+            "help": "Fine-tune: start from the weights of this model (a Hub id such as gpt2, or a folder holding a "
+                    "GPT-2 or MyGPT model) instead of random ones. Its shape and its tokenizer are used; the "
+                    "preset's network fields are ignored (the log names them)."})),
         *config_fields,
         ("dropout", float | None, field(default=None, metadata={
             "help": "Sets embd_pdrop, attn_pdrop and resid_pdrop at once (0 for short runs, as nanoGPT)."})),

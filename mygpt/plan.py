@@ -209,6 +209,19 @@ def hub_target(training_args: TrainingArguments, output_dir: Path) -> HubTarget 
 # Resolution
 
 
+def tokenizer_kind(model_args: Any, data_args: DataArguments) -> str:
+    """``--tokenizer``, except that ``--init_from`` brings its own tokenizer (the weights are trained on its ids).
+
+    Raises ``ValueError`` for ``--init_from`` with a tokenizer of another kind than the checkpoint's.
+    """
+    if not model_args.init_from:
+        return data_args.tokenizer
+    if data_args.tokenizer not in ("bpe", model_args.init_from):
+        raise ValueError(f"--init_from {model_args.init_from} comes with its own tokenizer; --tokenizer "
+                         f"{data_args.tokenizer!r} would feed it ids it was not trained on (leave --tokenizer unset)")
+    return model_args.init_from
+
+
 def resolve_context(model_args: Any, data_args: DataArguments) -> int:
     """The positions the network is built for: ``--n_positions``, by default ``--block_size``."""
     context = model_args.n_positions or data_args.block_size
@@ -255,8 +268,11 @@ def build_config(model_args: Any, context: int, tokenizer: PreTrainedTokenizerBa
     Raises ``ValueError`` naming the field for impossible values (``MyGPTConfig`` checks them). With
     ``--architecture gpt2`` the network is GPT-2's nearest to the preset's: settings GPT-2 does not have (RoPE,
     RMSNorm, ...) give way to GPT-2's own, and the log says which; everything else (sizes, optimiser, schedule,
-    data, seed) stays the preset's.
+    data, seed) stays the preset's. With ``--init_from`` the configuration is that model's (see
+    :func:`pretrained_config`).
     """
+    if model_args.init_from:
+        return pretrained_config(model_args, context, tokenizer)
     config = MyGPTConfig(
         **{**model_args.config_kwargs(), "n_positions": context},
         vocab_size=len(tokenizer), use_cache=True, bos_token_id=tokenizer.bos_token_id,
@@ -269,6 +285,60 @@ def build_config(model_args: Any, context: int, tokenizer: PreTrainedTokenizerBa
         logger.warning("--architecture gpt2: the GPT-2 twin keeps GPT-2's own architecture where the preset's "
                        "MyGPT leaves it: %s", "; ".join(differences))
     return config.to_gpt2_config(strict=False)
+
+
+def checkpoint_config(source: str) -> PretrainedConfig:
+    """The configuration of the checkpoint ``--init_from`` names; ``ValueError`` saying why when it cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=True)
+    except (OSError, ValueError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"--init_from {source!r}: cannot read its configuration ({first}); give a Hub id such as "
+                         "gpt2 (with the Hub reachable) or a folder holding config.json") from error
+
+
+def pretrained_config(model_args: Any, context: int, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """The configuration of the model ``--init_from`` names, as the chosen architecture reads it.
+
+    A GPT-2 checkpoint becomes a ``MyGPTConfig`` for ``--architecture mygpt`` (the weights map one to one); a MyGPT
+    checkpoint cannot become a ``GPT2LMHeadModel``. ``--dropout`` still applies; the other network fields of the
+    preset are ignored, with a warning naming those that differ from the checkpoint's.
+
+    Raises ``ValueError`` when the checkpoint cannot be read, is neither GPT-2 nor MyGPT, has a vocabulary of
+    another size than the tokenizer, or cannot attend as far as the context.
+    """
+    from transformers import GPT2Config
+
+    source = model_args.init_from
+    loaded = checkpoint_config(source)
+    if isinstance(loaded, GPT2Config):
+        config = loaded if model_args.architecture == "gpt2" else MyGPTConfig.from_gpt2_config(loaded)
+    elif loaded.model_type == MyGPTConfig.model_type and model_args.architecture != "gpt2":
+        config = MyGPTConfig.from_dict(loaded.to_dict())
+    else:
+        raise ValueError(f"--init_from {source!r} is a {loaded.model_type} model; --architecture "
+                         f"{model_args.architecture} can start from GPT-2"
+                         f"{' or MyGPT' if model_args.architecture != 'gpt2' else ''} checkpoints only")
+    if config.vocab_size != len(tokenizer):
+        raise ValueError(f"--init_from {source!r} has a vocabulary of {config.vocab_size} but the tokenizer has "
+                         f"{len(tokenizer)} tokens: fine-tune with the checkpoint's own tokenizer (leave --tokenizer "
+                         "unset)")
+    if context > config.n_positions:
+        raise ValueError(f"--init_from {source!r} attends over {config.n_positions} positions, fewer than the "
+                         f"context {context}: use --block_size <= {config.n_positions}")
+    ignored = {name: value for name, value in model_args.config_kwargs().items()
+               if name in config.to_dict() and value is not None and value != getattr(config, name)
+               and name not in ("embd_pdrop", "attn_pdrop", "resid_pdrop", "n_positions")}
+    if ignored:
+        logger.warning("--init_from %s: the network is the checkpoint's; these settings are ignored: %s", source,
+                       ", ".join(f"{k}={v!r} (checkpoint: {getattr(config, k)!r})" for k, v in sorted(ignored.items())))
+    if model_args.dropout is not None:
+        config.embd_pdrop = config.attn_pdrop = config.resid_pdrop = model_args.dropout
+    config.pad_token_id = tokenizer.pad_token_id
+    config.use_cache = True
+    return config
 
 
 def generation_defaults(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:

@@ -88,8 +88,12 @@ def _wrap(tokenizer: Tokenizer, unk_token: str | None) -> PreTrainedTokenizerFas
     )
 
 
-def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+def load_pretrained_tokenizer(name_or_path: str, fixed_vocabulary: bool = False) -> PreTrainedTokenizerBase:
     """Loads a tokenizer by Hub id or local folder; makes sure it has an end-of-text and a pad token.
+
+    A new model gets new special tokens where they are missing. With ``fixed_vocabulary`` (fine-tuning a model
+    whose embedding has a row for every existing id and no more) no token is added: a missing pad token is the
+    end-of-text token (padding is never scored), and a missing end-of-text token is an error.
 
     Raises ``ValueError`` naming the valid choices when the name is neither a folder nor a reachable Hub id.
     """
@@ -101,6 +105,13 @@ def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
             f"unknown tokenizer {name_or_path!r}: expected 'bpe', 'char', a local tokenizer folder, or a Hub id "
             f"that can be downloaded now{hint}. Loading it said: {str(error).splitlines()[0]}"
         ) from None
+    if fixed_vocabulary:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer {name_or_path!r} has no end-of-text token to separate documents with, and "
+                             "a model being fine-tuned has no embedding for a new one")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
     if tokenizer.eos_token is None:
         # Documents must be separated by something; a new special token is safe because the model is new.
         tokenizer.add_special_tokens({"eos_token": EOS_TOKEN})
@@ -115,14 +126,16 @@ def build_tokenizer(
     training_texts: Iterable[str],
     vocab_size: int = 16384,
     cache_dir: str | os.PathLike | None = None,
+    fixed_vocabulary: bool = False,
 ) -> PreTrainedTokenizerBase:
-    """The tokenizer named by ``kind``: ``"bpe"`` or ``"char"`` (learnt from ``training_texts``), or a pretrained one.
+    """The tokenizer named by ``kind``: ``"bpe"`` or ``"char"`` (learnt from ``training_texts``), or a pretrained one
+    (``fixed_vocabulary``: see :func:`load_pretrained_tokenizer`).
 
     Learnt tokenizers are cached in ``cache_dir`` under a digest of the training text and settings, so a second
     run (or a second process of a distributed run) loads the very same vocabulary instead of learning it again.
     """
     if kind not in BUILTIN_TOKENIZERS:
-        return load_pretrained_tokenizer(kind)
+        return load_pretrained_tokenizer(kind, fixed_vocabulary)
     texts = list(training_texts)
     if not any(texts):
         raise ValueError("cannot learn a tokenizer from an empty training split")

@@ -76,6 +76,8 @@ def prepare_run(arguments: Arguments, argv: list[str], prog: str = DEFAULT_PROG)
     """
     model_args, data_args, parsed, run_args = arguments
     planning.check_arguments(model_args, data_args, parsed, run_args)
+    if model_args.init_from:
+        planning.checkpoint_config(model_args.init_from)  # a wrong name fails now, before the data is read
     context = planning.resolve_context(model_args, data_args)
     precision = planning.resolve_precision(parsed, run_args)
     output_dir = Path(parsed.output_dir)
@@ -95,8 +97,9 @@ def prepare_run(arguments: Arguments, argv: list[str], prog: str = DEFAULT_PROG)
             if budget is None and data_args.streaming:
                 budget = 100_000_000  # a stream may be endless: learn the vocabulary from its first 100 MB
             training_text = iter_texts((row["text"] for row in texts["train"]), budget)
-            tokenizer = build_tokenizer(data_args.tokenizer, training_text, data_args.vocab_size,
-                                        cache_dir() / "tokenizers")
+            tokenizer = build_tokenizer(planning.tokenizer_kind(model_args, data_args), training_text,
+                                        data_args.vocab_size, cache_dir() / "tokenizers",
+                                        fixed_vocabulary=bool(model_args.init_from))
         tokenizer.model_max_length = context
     plan = RunPlan(
         model_args=model_args, data_args=data_args, run_args=run_args, training_args=training_args,
@@ -165,9 +168,22 @@ def run_training(argv: list[str], prog: str = DEFAULT_PROG) -> dict[str, Any]:
 
 
 def build_model(plan: RunPlan) -> torch.nn.Module:
-    """The network of the plan, freshly initialised (seed it first), with the run's generation defaults."""
+    """The network of the plan, freshly initialised (seed it first) or, with ``--init_from``, holding that model's
+    weights; with the run's generation defaults."""
     model_class = GPT2LMHeadModel if plan.architecture == "gpt2" else MyGPTForCausalLM
-    model = model_class._from_config(plan.config, attn_implementation=plan.model_args.attn_implementation)
+    source = plan.model_args.init_from
+    attention = plan.model_args.attn_implementation
+    if source is None:
+        model = model_class._from_config(plan.config, attn_implementation=attention)
+    else:
+        dropout = {name: getattr(plan.config, name) for name in ("embd_pdrop", "attn_pdrop", "resid_pdrop")}
+        if model_class is MyGPTForCausalLM and planning.checkpoint_config(source).model_type == "gpt2":
+            model = MyGPTForCausalLM.from_gpt2(source, config_overrides=dropout)  # GPT-2's weights, one to one
+        else:
+            model = model_class.from_pretrained(source, config=plan.config)
+        model.config.pad_token_id = plan.config.pad_token_id
+        model.set_attn_implementation(attention)
+        logger.info("starting from the weights of %s (%s)", source, type(model).__name__)
     model.generation_config.update(**plan.generation)
     return model
 
