@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -65,6 +66,31 @@ def test_committed_notebook_was_executed_top_to_bottom_without_errors() -> None:
     ), "the committed notebook holds an error"
     text = json.dumps([cell.get("outputs", []) for cell in code_cells])
     assert "MODE=" in text, "the outputs must say which mode produced them"
+
+
+def _output_text(cell) -> str:
+    """Everything a code cell printed or displayed, as text (streams, text/plain, text/markdown, HTML)."""
+    parts = []
+    for output in cell.get("outputs", []):
+        parts.append(output.get("text", "") if isinstance(output.get("text"), str) else "".join(output.get("text", [])))
+        for kind in ("text/plain", "text/markdown", "text/html"):
+            value = output.get("data", {}).get(kind, "")
+            parts.append(value if isinstance(value, str) else "".join(value))
+    return "\n".join(parts)
+
+
+FIGURE = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")  # a decimal figure such as 2.4817 (not 1e-5 or v1.2.3)
+
+
+def test_every_decimal_figure_in_the_markdown_is_printed_by_the_outputs() -> None:
+    """Prose may quote a measured figure only where an output of the committed notebook shows it."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    printed = "\n".join(_output_text(cell) for cell in notebook.cells if cell.cell_type == "code")
+    prose = [re.sub(r"`[^`]*`", "", line) for cell in notebook.cells if cell.cell_type == "markdown"
+             for line in cell.source.splitlines() if not line.startswith("#")]  # headings and code spans: no figures
+    quoted = {figure for line in prose for figure in FIGURE.findall(line)}
+    missing = sorted(figure for figure in quoted if figure not in printed)
+    assert not missing, f"the markdown quotes figures that no output prints: {missing}"
 
 
 @pytest.mark.slow
