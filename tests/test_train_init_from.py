@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 from modeling_mygpt import MyGPTForCausalLM
 from mygpt.tokenization import train_char_tokenizer
 from mygpt.train_run import run_training
-from tests.tiny_runs import TINY, WORDS, run_args
+from tests.tiny_runs import run_args
 from tests.tiny_runs import corpus_dir, one_thread, private_cache  # noqa: F401 (fixtures)
 
 # A learning rate of 1e-12: the optimiser moves no weight measurably (decoupled weight decay is scaled by the rate

@@ -43,15 +43,22 @@ def _head_dim(c_proj: torch.nn.Module, n_head: int) -> int:
     return in_features // n_head
 
 
-@contextlib.contextmanager
-def ablate_heads(model: torch.nn.Module, heads: Iterable[tuple[int, int]]) -> Iterator[None]:
-    """Within the block, every (layer, head) in ``heads`` contributes nothing to the residual stream."""
+def heads_by_layer(model: torch.nn.Module, heads: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+    """``{layer: [head, ...]}`` of (layer, head) pairs, each checked against the model's sizes."""
     n_layer, n_head = model.config.n_layer, model.config.n_head
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         (layer,) = check_layers([layer], n_layer)
         check_heads([head], n_head)
         by_layer.setdefault(layer, []).append(head)
+    return by_layer
+
+
+@contextlib.contextmanager
+def ablate_heads(model: torch.nn.Module, heads: Iterable[tuple[int, int]]) -> Iterator[None]:
+    """Within the block, every (layer, head) in ``heads`` contributes nothing to the residual stream."""
+    n_head = model.config.n_head
+    by_layer = heads_by_layer(model, heads)
     handles = []
     try:
         for layer, layer_heads in by_layer.items():

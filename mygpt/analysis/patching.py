@@ -23,8 +23,7 @@ import torch
 
 from mygpt.scoring import token_nats
 
-from .ablation import _blocks, _head_dim
-from .core import check_heads, check_layers
+from .ablation import _blocks, _head_dim, heads_by_layer
 
 
 @contextlib.contextmanager
@@ -53,14 +52,11 @@ def patch_head_outputs(model: torch.nn.Module, source: dict[int, torch.Tensor],
     """Within the block, each (layer, head) in ``heads`` outputs what ``source`` recorded for it (from
     :func:`record_head_outputs` on an input of the same shape) instead of what it computes; every other head,
     and every later layer, computes as usual on the patched residual stream."""
-    n_layer, n_head = model.config.n_layer, model.config.n_head
-    by_layer: dict[int, list[int]] = {}
-    for layer, head in heads:
-        (layer,) = check_layers([layer], n_layer)
-        check_heads([head], n_head)
-        if layer not in source:
-            raise KeyError(f"no recorded head outputs for layer {layer}; recorded: {sorted(source)}")
-        by_layer.setdefault(layer, []).append(head)
+    n_head = model.config.n_head
+    by_layer = heads_by_layer(model, heads)
+    missing = sorted(set(by_layer) - set(source))
+    if missing:
+        raise KeyError(f"no recorded head outputs for layer {missing[0]}; recorded: {sorted(source)}")
     handles = []
     try:
         for layer, layer_heads in by_layer.items():
