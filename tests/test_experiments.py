@@ -118,6 +118,8 @@ def test_tiny_study_writes_every_report_file(finished_study):
     markdown = (report_dir / "report.md").read_text()
     for figure in report["figures"]:
         assert f"![{figure}]({figure})" in markdown
+    assert report["runs_wall_seconds"] == pytest.approx(sum(r["wall_seconds"] for r in report["runs"]), abs=0.1)
+    assert "Time: the runs took" in markdown
 
 
 def test_learned_positions_past_their_table_are_not_applicable(finished_study):
@@ -160,6 +162,8 @@ def test_a_stopped_study_resumes_without_redoing_finished_runs(finished_study, t
     assert new_score["key"] != old_score["key"]  # the retrained run is scored again, not read from the old file
     report = json.loads((out / "report" / "report.json").read_text())
     assert [r["name"] for r in report["runs"]] == ["learned", "rope"]
+    # the skipped run's time still counts in the runs' total, which this shorter invocation does not show
+    assert report["runs_wall_seconds"] == pytest.approx(sum(r["wall_seconds"] for r in report["runs"]), abs=0.1)
 
 
 def test_changed_options_of_a_finished_run_are_refused(finished_study, tmp_path):

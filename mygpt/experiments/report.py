@@ -359,6 +359,10 @@ def render_markdown(report: dict[str, Any], captions: dict[str, str]) -> str:
         lines += [f"Size: {study['note']}", ""]
     if report.get("command"):
         lines += [f"Command: `{report['command']}`. Base preset: `{Path(study['preset']).stem}`.", ""]
+    if report.get("runs_wall_seconds") is not None:
+        lines += [f"Time: the runs took {report['runs_wall_seconds'] / 60:.1f} min together (each run's wall time); "
+                  f"this invocation took {report['study_seconds'] / 60:.1f} min (finished runs are not trained again).",
+                  ""]
     lines += ["## Runs", "", "Loss in nats per token; bits per byte on the held-out split; FLOPs = "
               "training_flops_per_token x tokens (6N' + 12 L C T per token).", ""]
     rows = [[r["name"], r["arm"] or "", r["non_embedding_parameters"], r["tokens"], r["flops"], r["wall_seconds"],

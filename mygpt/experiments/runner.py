@@ -112,7 +112,10 @@ def run_study(study: Study, output_dir: str | Path, *, command: str = "") -> Pat
         report = {"study": {"name": study.name, "kind": study.kind, "size": study.size, "source": study.source,
                             "description": study.description, "note": study.note, "preset": study.preset,
                             "common": study.common, "analysis": study.analysis},
-                  "command": command, "study_seconds": round(time.time() - started, 1),
+                  "command": command,
+                  # this invocation (short when finished runs were skipped), and the runs' own wall times summed
+                  "study_seconds": round(time.time() - started, 1),
+                  "runs_wall_seconds": round(sum(r["wall_seconds"] or 0.0 for r in records), 1),
                   "runs": records, "findings": findings}
         return write_report(report, output_dir / "report")
 
