@@ -257,3 +257,23 @@ def test_a_second_writer_is_refused_while_a_run_is_live_and_a_killed_run_resumes
     assert FolderLock(killed).path.exists() and run_artifacts.folder_state(killed) == "unfinished"
     assert train.main([*argv, "--resume_from_checkpoint"]) == 0
     assert run_artifacts.folder_state(killed) == "finished"
+
+
+def test_cpu_peak_counts_the_bf16_units_a_bf16_run_uses(monkeypatch):
+    """A bf16 run's MFU is measured against the bf16 peak (AMX tiles or AVX512-BF16), not the fp32 one, which
+    would put it above 100%; fp32 runs keep the fp32 FMA peak."""
+    from mygpt import training
+
+    monkeypatch.setattr(training, "_cpu_ghz", lambda: 2.0)
+    monkeypatch.setattr(training.torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(training.torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    fp32 = 2 * 2.0e9 * 64  # 2 threads x 2 GHz x (2 FMA units x 16 lanes x 2)
+    monkeypatch.setattr(training, "_cpu_flags", lambda: {"avx512f", "avx512_bf16", "amx_bf16"})
+    assert training.peak_flops_per_device("bf16", use_cpu=True) == (2 * 2.0e9 * 1024,
+                                                                     "2 threads x 2.00 GHz x 1024 FLOP/cycle (AMX-BF16)")
+    assert training.peak_flops_per_device("fp32", use_cpu=True)[0] == fp32
+    monkeypatch.setattr(training, "_cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert training.peak_flops_per_device("bf16", use_cpu=True)[0] == 2 * fp32
+    monkeypatch.setattr(training, "_cpu_flags", lambda: {"avx512f"})
+    assert training.peak_flops_per_device("bf16", use_cpu=True)[0] == fp32  # emulated bf16: no faster units
+    assert not training.cpu_has_native_bf16()
