@@ -208,6 +208,17 @@ def test_keyboard_votes_survive_a_reload_and_export_to_the_right_models(tmp_path
                 want_left = alpha_left if n < 5 else not alpha_left
                 page.keyboard.press(keys["left" if want_left else "right"][n % 2])
                 if n == 2:  # reload mid-way: the votes so far are kept in localStorage, and the page resumes
+                    # Chromium hands a page's storage writes to the browser process asynchronously; a reload at
+                    # once can race them. A second page of the same origin sees the votes only once they have
+                    # arrived there (reading the study never writes), so wait for that, then reload.
+                    checker = context.new_page()
+                    checker.route("**/*", block)
+                    checker.goto(page_path.as_uri())
+                    checker.wait_for_function(
+                        "() => Object.keys(localStorage).filter(k => k.startsWith('mygpt-human-eval:')).some("
+                        "k => Object.keys(JSON.parse(localStorage.getItem(k)).votes || {}).length >= 3)",
+                        timeout=10_000)
+                    checker.close()
                     page.reload()
                     assert page.inner_text("#progress").startswith("Pair 4 of 8 · 3 voted")
             assert page.is_visible("#done")
