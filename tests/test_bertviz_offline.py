@@ -24,6 +24,7 @@ from mygpt.analysis.bertviz_offline import (
     write_view,
 )
 from mygpt.analysis.core import readable_token
+from tests.browser import offline
 
 CHROMIUM = "/usr/bin/chromium"
 TOKENS = ["ROMEO", ":", "Ċ", "But", "Ġsoft", "!", "\n", "</script><b>"]  # raw BPE, decoded, and a hostile token
@@ -125,14 +126,7 @@ def test_views_draw_every_attention_line_in_headless_chromium_with_the_network_b
             page = browser.new_page()
             page.on("pageerror", lambda error: errors.append(str(error)))
 
-            def block(route):
-                if route.request.url.startswith("file:"):
-                    route.continue_()
-                else:
-                    attempted.append(route.request.url)
-                    route.abort()
-
-            page.route("**/*", block)
+            offline(page, attempted)
             page.goto(path.as_uri())
             page.wait_for_function("document.querySelectorAll('svg line').length > 0", timeout=10_000)
             page.wait_for_timeout(300)  # let every view finish drawing

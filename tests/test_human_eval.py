@@ -22,6 +22,7 @@ from mygpt.human_eval import (
     wilson_interval,
     write_page,
 )
+from tests.browser import offline
 
 CHROMIUM = "/usr/bin/chromium"
 MODELS = ("runs/mygpt-cpu", "gpt2")
@@ -186,14 +187,7 @@ def test_keyboard_votes_survive_a_reload_and_export_to_the_right_models(tmp_path
             page = context.new_page()
             page.on("pageerror", lambda error: errors.append(str(error)))
 
-            def block(route):
-                if route.request.url.startswith(("file:", "blob:")):
-                    route.continue_()
-                else:
-                    attempted.append(route.request.url)
-                    route.abort()
-
-            page.route("**/*", block)
+            offline(page, attempted, ("file:", "blob:"))  # blob: the vote export's download
             page.goto(page_path.as_uri())
             visible = page.inner_text("body")
             assert a not in visible and b not in visible  # blind
@@ -212,7 +206,7 @@ def test_keyboard_votes_survive_a_reload_and_export_to_the_right_models(tmp_path
                     # once can race them. A second page of the same origin sees the votes only once they have
                     # arrived there (reading the study never writes), so wait for that, then reload.
                     checker = context.new_page()
-                    checker.route("**/*", block)
+                    offline(checker, attempted, ("file:", "blob:"))
                     checker.goto(page_path.as_uri())
                     checker.wait_for_function(
                         "() => Object.keys(localStorage).filter(k => k.startsWith('mygpt-human-eval:')).some("

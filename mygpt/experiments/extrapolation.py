@@ -10,6 +10,7 @@ position table has no rows past ``n_positions``: those contexts are recorded as 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -71,7 +72,7 @@ def evaluate_run(run_dir: str | Path, multipliers: Sequence[int] = DEFAULT_MULTI
     from mygpt.scoring import score_texts
 
     run_dir = Path(run_dir)
-    summary = __import__("json").loads((run_dir / "run_summary.json").read_text())
+    summary = json.loads((run_dir / "run_summary.json").read_text())
     context = int(summary["training"]["block_size"])
     texts, budget = [], max_chars
     for text in heldout_texts(run_dir, split):

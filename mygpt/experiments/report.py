@@ -51,15 +51,17 @@ def _csv(records: list[dict[str, Any]]) -> str:
 # Plots: each returns its caption, or None when the study has nothing to draw.
 
 
-def _figure():
+def _figure(ncols: int = 1, figsize: tuple[float, float] = (7, 4.4), grid: bool = True):
+    """``(plt, fig, ax)``, or ``(plt, fig, axes)`` for ``ncols`` > 1 side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.4), dpi=120)
-    ax.grid(alpha=0.3)
-    return plt, fig, ax
+    fig, axes = plt.subplots(1, ncols, figsize=figsize, dpi=120)  # one Axes, or a row of them
+    for ax in fig.axes if grid else ():
+        ax.grid(alpha=0.3)
+    return plt, fig, axes
 
 
 def _save(plt, fig, path: Path) -> None:
@@ -203,9 +205,7 @@ def plot_induction_circuit(report: dict[str, Any], path: Path) -> str | None:
         (grid(circuit["ablation"], "second_copy"), "repeat loss with the head zeroed (nats)", "Reds", (0, None)),
         (grid(circuit["patching"]["heads"], "restored"), "share restored by patching the head", "Greens", (0, 1)),
     ]
-    plt, fig, _ = _figure()
-    plt.close(fig)
-    fig, axes = plt.subplots(1, 4, figsize=(12, 2.2 + 0.5 * n_layer), dpi=120)
+    plt, fig, axes = _figure(ncols=4, figsize=(12, 2.2 + 0.5 * n_layer), grid=False)
     for ax, (values, title, cmap, (low, high)) in zip(axes, panels):
         ax.imshow(values, cmap=cmap, vmin=low, vmax=high if high is not None else np.nanmax(values), aspect="auto")
         for (layer, head), value in np.ndenumerate(values):
